@@ -1,0 +1,153 @@
+"""Crash-safe file primitives: atomic whole-file writes, single-write appends, tail reads, flock locks.
+
+Every file the wrapper creates is mode 0600 and every folder 0700 (logs and state may hold model output
+that quotes private material).
+"""
+
+import errno
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_dir(path):
+    path = Path(path)
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    return path
+
+
+def _bytes(data):
+    return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+
+
+def atomic_write(path, data, mode=FILE_MODE):
+    """Replace `path` with `data` (str or bytes): temp file in the same folder, fsync, rename, fsync dir."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_bytes(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append(path, data, mode=FILE_MODE, sync=True):
+    """Append `data` with one write() on an O_APPEND descriptor, so concurrent appends never interleave."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    raw = _bytes(data)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        written = os.write(fd, raw)
+        while written < len(raw):  # only on a full disk or a signal; finish the record
+            written += os.write(fd, raw[written:])
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_text(path, default=""):
+    """The file's text (undecodable bytes replaced), or `default` if it does not exist."""
+    try:
+        return Path(path).read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return default
+    except IsADirectoryError:
+        return default
+
+
+def read_head(path, max_bytes):
+    """Up to max_bytes from the start of the file, and whether the file was longer."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    return data[:max_bytes], len(data) > max_bytes
+
+
+def tail_lines(path, n, block=65536):
+    """The last `n` lines of a text file, read backwards from the end: cost does not grow with file size."""
+    if n <= 0:
+        return []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n:]
+
+
+def last_line(path):
+    lines = tail_lines(path, 1)
+    return lines[0] if lines else ""
+
+
+class FileLock:
+    """An exclusive, non-blocking flock on a lock file; released when the process dies, whatever the death."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.fd = None
+
+    def acquire(self):
+        """Take the lock; return False if another process holds it."""
+        ensure_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        return True
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

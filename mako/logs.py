@@ -1,0 +1,118 @@
+"""metrics.csv rows, per-run payload JSON files, error-N.log, and the logging setup the entry points share.
+
+Everything that lands here is scrubbed by the Redactor first (§17): the payload is the forensic record,
+so it holds whole prompts and replies, but never a secret.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .fileio import append, atomic_write, ensure_dir, read_head
+
+METRICS_COLUMNS = [
+    "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
+    "actions_count", "actions_executed", "actions_queued", "parse_ok", "drift_flag", "compact_now", "failures",
+    "outcome", "llm_wall_s", "prompt_tokens", "completion_tokens",
+]
+PAYLOAD_KEYS = [
+    "tick_n", "mode", "started_at", "system_prompt", "user_message", "sizes", "inbox_present", "llm_attempts",
+    "raw_content", "parsed_response", "files_written", "actions", "telegram_posts", "errors", "ended_at",
+    "wall_s", "outcome",
+]
+
+
+def utc_now():
+    return datetime.now(timezone.utc)
+
+
+def iso(dt=None):
+    """ISO 8601 UTC with its offset, to the second."""
+    return (dt or utc_now()).astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def setup_logging(verbose=False):
+    """stderr, one line per event, no timestamp (journald adds one)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(name)s: %(message)s", force=True)
+    # urllib3 logs whole URLs at DEBUG, which carry the Telegram token.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else ""
+    return str(value)
+
+
+def metrics_row_text(row):
+    """One CSV line for `row` (a dict keyed by METRICS_COLUMNS; missing keys are empty)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in METRICS_COLUMNS])
+    return buf.getvalue()
+
+
+def _header_text():
+    return ",".join(METRICS_COLUMNS) + "\n"
+
+
+def append_metrics(path, row):
+    """Append one row; a file whose header is not ours is renamed aside first, never appended to."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    header = _header_text()
+    if path.exists():
+        head, _ = read_head(path, len(header.encode()) + 1)
+        first = head.split(b"\n", 1)[0].decode("utf-8", "replace") + "\n"
+        if first != header:
+            aside = path.with_name(f"{path.stem}.{utc_now():%Y%m%d-%H%M%S}.{os.getpid()}.old.csv")
+            os.replace(path, aside)
+    if not path.exists():
+        append(path, header)
+    else:
+        # A crash mid-append can leave a last line without its newline; never glue two rows together.
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    append(path, "\n")
+    append(path, metrics_row_text(row))
+
+
+def read_metrics(path):
+    """All rows of metrics.csv as dicts (strings); [] when the file is missing."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def payload_path(folder, n):
+    return Path(folder) / f"{int(n):08d}.json"
+
+
+def write_payload(folder, n, payload, redactor):
+    """Write the run's full record atomically, scrubbed; keys in PAYLOAD_KEYS order first."""
+    ordered = {k: payload.get(k) for k in PAYLOAD_KEYS}
+    ordered.update({k: v for k, v in payload.items() if k not in ordered})
+    text = json.dumps(redactor.obj(ordered), ensure_ascii=False, indent=1, default=str)
+    path = payload_path(folder, n)
+    atomic_write(path, redactor.text(text) + "\n")
+    return path
+
+
+def write_error_log(folder, n, text, redactor):
+    path = Path(folder) / f"error-{int(n)}.log"
+    atomic_write(path, redactor.text(text))
+    return path
