@@ -59,11 +59,14 @@ def fsync_dir(path):
 
 
 def append(path, data, mode=FILE_MODE, sync=True):
-    """Append `data` with one write() on an O_APPEND descriptor, so concurrent appends never interleave."""
+    """Append `data` with one write() on an O_APPEND descriptor, so concurrent appends never interleave.
+
+    O_NOFOLLOW: the wrapper's own history files are never written through a symlink someone planted.
+    """
     path = Path(path)
     ensure_dir(path.parent)
     raw = _bytes(data)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode)
     try:
         written = os.write(fd, raw)
         while written < len(raw):  # only on a full disk or a signal; finish the record

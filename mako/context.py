@@ -1,0 +1,236 @@
+"""Hot context (§8): the user message as ordered `## <label>` blocks, kept under the input-token cap.
+
+`build` is pure: strings in, message and sizes out. `gather` reads the state files for it, each with a
+bounded read, so no history file is ever read whole.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fileio import read_head, tail_lines
+
+CHARS_PER_TOKEN = 4
+MARK = "…[truncated {n} chars]"
+INBOX_LABEL = "INBOX — from the operator (the most important input this tick)"
+MAX_DRAFTS = 12
+
+
+def estimate_tokens(chars):
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+@dataclass
+class Block:
+    key: str        # stable name used in sizes and by the shrink order
+    label: str      # heading shown to the model
+    content: str
+    keep: str = "head"  # which end survives truncation: "head" or "tail"
+
+
+# Shrunk first to last. MISSION, INBOX, NEXT and STATE go only if nothing else is left (the cap is hard).
+SHRINK_ORDER = ["note:", "DRAFTS", "PERSONA", "JOURNAL", "CAPABILITIES", "NOTES_INDEX", "LAST_RESULTS",
+                "STATE", "NEXT", "INBOX", "MISSION"]
+
+
+def render_block(block):
+    return f"## {block.label}\n\n{block.content}\n"
+
+
+def _join(blocks):
+    return "\n".join(render_block(b) for b in blocks)
+
+
+def _cut(block, excess):
+    """Shorten block.content by at least `excess` chars, marker included; return the chars removed."""
+    content = block.content
+    size = len(content)
+    removed = min(size, excess)
+    while True:
+        marker = MARK.format(n=removed)
+        kept = size - removed
+        new_size = kept + 1 + len(marker) if kept else len(marker)
+        if size - new_size >= excess or removed == size:
+            break
+        removed = min(size, removed + excess - (size - new_size))
+    if size - new_size <= 0:
+        return 0  # too short to be worth a marker
+    if block.keep == "tail":
+        text = content[size - kept:]
+        if kept < size and "\n" in text[:-1]:  # keep whole journal lines
+            drop = text.index("\n") + 1
+            text, removed = text[drop:], removed + drop
+        block.content = MARK.format(n=removed) + ("\n" + text if text else "")
+    else:
+        text = content[:kept]
+        block.content = (text + "\n" if text else "") + MARK.format(n=removed)
+    return removed
+
+
+def _targets(blocks, prefix):
+    if prefix.endswith(":"):
+        return [b for b in reversed(blocks) if b.key.startswith(prefix)]  # the last requested note goes first
+    return [b for b in blocks if b.key == prefix]
+
+
+def build(system_prompt, blocks, max_tokens):
+    """Render blocks into the user message, shrinking by priority so system+user stays within max_tokens.
+
+    Returns (message, sizes); sizes["over_cap"] is True when anything had to give way.
+    """
+    blocks = [Block(b.key, b.label, b.content, b.keep) for b in blocks]
+    budget = max_tokens * CHARS_PER_TOKEN
+    truncated, dropped = {}, []
+    total = lambda: len(system_prompt) + len(_join(blocks))  # noqa: E731
+    for prefix in SHRINK_ORDER:
+        for block in _targets(blocks, prefix):
+            over = total() - budget
+            if over <= 0:
+                break
+            removed = _cut(block, over)
+            if removed:
+                truncated[block.key] = truncated.get(block.key, 0) + removed
+    # Headings and markers are not free: if still over, drop whole blocks, lowest priority first.
+    for prefix in SHRINK_ORDER:
+        for block in _targets(blocks, prefix):
+            if total() <= budget:
+                break
+            blocks.remove(block)
+            dropped.append(block.key)
+    message = _join(blocks)
+    sizes = {
+        "system_prompt": estimate_tokens(len(system_prompt)),
+        "blocks": {b.key: estimate_tokens(len(render_block(b))) for b in blocks},
+        "total": estimate_tokens(len(system_prompt) + len(message)),
+        "max_input_tokens": max_tokens,
+        "truncated": truncated,
+        "dropped": dropped,
+        "over_cap": bool(truncated or dropped),
+    }
+    return message, sizes
+
+
+# -- gathering from disk ---------------------------------------------------------------------------------
+
+
+def _head_text(path, max_chars):
+    try:
+        data, cut = read_head(path, max_chars * 4)  # utf-8 is at most 4 bytes a char
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return ""
+    text = data.decode("utf-8", "replace")
+    if cut or len(text) > max_chars:
+        text = text[:max_chars] + "\n" + MARK.format(n="more")
+    return text
+
+
+def journal_tail_text(path, lines=None, max_chars=None):
+    """The newest journal lines: the last `lines` lines, or as many as fit in max_chars (compaction)."""
+    if lines is not None:
+        return "\n".join(tail_lines(path, lines))
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            start = max(0, size - max_chars * 4)
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    if start > 0:
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text[-max_chars:]
+        skipped = start
+        text = MARK.format(n=f"{skipped}+ bytes of older lines") + "\n" + text
+    return text
+
+
+def drafts_list(folder):
+    """Up to 12 newest drafts: `file name — title`."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_file() and e.name.endswith(".md")]
+    except FileNotFoundError:
+        return ""
+    entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    lines = []
+    for e in entries[:MAX_DRAFTS]:
+        title = ""
+        head = _head_text(e.path, 2000)
+        for line in head.splitlines():
+            s = line.strip()
+            if s.lower().startswith("title:"):
+                title = s.split(":", 1)[1].strip().strip('"')
+                break
+            if s.startswith("# "):
+                title = s[2:].strip()
+                break
+        lines.append(f"- {e.name} — {title}" if title else f"- {e.name}")
+    return "\n".join(lines) if lines else "(no drafts)"
+
+
+def read_requested_notes(paths, max_notes, max_chars):
+    """Notes named in state/next_notes.json that exist under notes/; names that don't are reported."""
+    loaded, skipped = [], []
+    raw = ""
+    try:
+        raw = (paths.state / "next_notes.json").read_text(encoding="utf-8", errors="replace")
+        names = json.loads(raw) if raw.strip() else []
+    except FileNotFoundError:
+        names = []
+    except (ValueError, OSError):
+        return [], [f"state/next_notes.json is not valid JSON ({raw[:60]!r})"]
+    if not isinstance(names, list):
+        return [], ["state/next_notes.json is not a list of names"]
+    notes_root = Path(os.path.realpath(paths.notes))
+    for name in names:
+        if len(loaded) >= max_notes:
+            skipped.append(f"{str(name)[:80]}: over the limit of {max_notes} notes")
+            continue
+        if not isinstance(name, str) or not name.strip():
+            skipped.append(f"{str(name)[:80]!r}: not a file name")
+            continue
+        rel = name.strip()
+        candidate = paths.root / rel if rel.startswith("notes/") else paths.notes / rel
+        real = Path(os.path.realpath(candidate))
+        if notes_root not in real.parents:
+            skipped.append(f"{rel[:80]}: not under notes/")
+        elif not real.is_file():
+            skipped.append(f"{rel[:80]}: no such note")
+        else:
+            shown = "notes/" + str(real.relative_to(notes_root))
+            loaded.append((shown, _head_text(real, max_chars)))
+    return loaded, skipped
+
+
+def gather(cfg, inbox_text, compaction=False):
+    """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped."""
+    p = cfg.paths
+    cap_chars = cfg.context.max_input_tokens * CHARS_PER_TOKEN
+    n = cfg.context.recent_journal_lines
+    if compaction:
+        journal = journal_tail_text(p.state / "JOURNAL.md", max_chars=cap_chars)
+        journal_label = "JOURNAL (the whole journal, oldest lines first)"
+    else:
+        journal = journal_tail_text(p.state / "JOURNAL.md", lines=n)
+        journal_label = f"JOURNAL (last {n} lines)"
+    blocks = [Block("MISSION", "MISSION", _head_text(p.state / "MISSION.md", cap_chars))]
+    if inbox_text is not None and inbox_text.strip():
+        blocks.append(Block("INBOX", INBOX_LABEL, inbox_text[:cap_chars]))
+    blocks += [
+        Block("CAPABILITIES", "CAPABILITIES", _head_text(p.state / "CAPABILITIES.md", cap_chars)),
+        Block("STATE", "STATE", _head_text(p.state / "STATE.md", cap_chars)),
+        Block("NEXT", "NEXT", _head_text(p.state / "NEXT.md", cap_chars)),
+        Block("JOURNAL", journal_label, journal, keep="tail"),
+        Block("NOTES_INDEX", "notes/INDEX.md", _head_text(p.notes / "INDEX.md", cap_chars)),
+        Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
+              drafts_list(p.state / "outbox" / "blog" / "drafts")),
+        Block("LAST_RESULTS", "LAST_RESULTS", _head_text(p.state / "LAST_RESULTS.md", cap_chars)),
+        Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)),
+    ]
+    loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
+    for name, text in loaded:
+        blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))
+    return blocks, [name for name, _ in loaded], skipped

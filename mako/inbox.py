@@ -1,0 +1,148 @@
+"""The operator's INBOX (§7): claimed by rename at tick start, archived only after a tick succeeds.
+
+The operator may write `state/INBOX.md` at any moment. A tick renames it into `state/.mako/inbox/`, so a
+message written after that lands in a fresh INBOX.md for the next tick. Claims of a failed tick stay and
+are shown again (oldest first) until a tick succeeds. Archiving is `link` then `unlink`: if a crash falls
+between the two, the claim's link count (2) tells the next tick it is already archived.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .fileio import atomic_write, ensure_dir, fsync_dir
+
+MAX_INBOX_BYTES = 256 * 1024
+
+
+@dataclass
+class Claim:
+    path: Path
+    data: bytes  # what was read and shown to the model
+
+    @property
+    def text(self):
+        return self.data.decode("utf-8", "replace")
+
+
+@dataclass
+class Inbox:
+    claims: list = field(default_factory=list)
+
+    @property
+    def present(self):
+        return any(c.text.strip() for c in self.claims)
+
+    @property
+    def text(self):
+        parts = [c.text.strip("\n") for c in self.claims if c.text.strip()]
+        return "\n\n---\n\n".join(parts)
+
+
+def claims_dir(paths):
+    return paths.private / "inbox"
+
+
+def _existing_claims(paths):
+    folder = claims_dir(paths)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith("claim-") and n.endswith(".md"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        path = folder / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_nlink > 1:
+            # Archived (linked into archive/) by a tick that died before removing the claim.
+            os.unlink(path)
+            continue
+        out.append(path)
+    return out
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read(MAX_INBOX_BYTES)
+
+
+def peek(paths):
+    """What a claim would show now, without moving anything (for --dry-run)."""
+    claims = [Claim(p, _read(p)) for p in _existing_claims(paths)]
+    inbox = paths.state / "INBOX.md"
+    try:
+        data = _read(inbox)
+    except (FileNotFoundError, IsADirectoryError):
+        data = b""
+    if data.strip():
+        claims.append(Claim(inbox, data))
+    return Inbox(claims)
+
+
+def claim(paths, tick_n):
+    """Move INBOX.md (if it holds anything) into a claim file; return every open claim, oldest first."""
+    folder = ensure_dir(claims_dir(paths))
+    inbox = paths.state / "INBOX.md"
+    try:
+        st = os.lstat(inbox)
+    except FileNotFoundError:
+        st = None
+    if st is not None and st.st_size > 0:
+        target = folder / f"claim-{time.time_ns():020d}-{int(tick_n):08d}.md"
+        os.rename(inbox, target)
+        fsync_dir(folder)
+        fsync_dir(paths.state)
+    claims = []
+    for path in _existing_claims(paths):
+        data = _read(path)
+        if not data.strip() and os.path.getsize(path) == len(data):
+            os.unlink(path)  # an empty INBOX.md is not a message
+            continue
+        claims.append(Claim(path, data))
+    return Inbox(claims)
+
+
+def _archive_name(archive, when, n):
+    base = f"inbox-{when:%Y%m%d-%H%M%S}"
+    return archive / (f"{base}.md" if n == 1 else f"{base}-{n}.md")
+
+
+def archive(paths, inbox, now=None):
+    """Archive every claim that was shown; keep anything written to a claim after it was read."""
+    archived = []
+    archive_dir = ensure_dir(paths.archive)
+    when = datetime.fromtimestamp(now if now is not None else time.time())  # local time, as the README says
+    for c in inbox.claims:
+        try:
+            current = c.path.read_bytes()
+        except FileNotFoundError:
+            continue
+        grown = len(current) > len(c.data) and current.startswith(c.data)
+        n = 1
+        while True:
+            target = _archive_name(archive_dir, when, n)
+            try:
+                if grown:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(c.data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                else:
+                    os.link(c.path, target)
+                break
+            except FileExistsError:
+                n += 1
+        fsync_dir(archive_dir)
+        if grown:
+            atomic_write(c.path, current[len(c.data):])  # the unseen part waits for the next tick
+        else:
+            os.unlink(c.path)
+        fsync_dir(c.path.parent)
+        archived.append(str(target))
+    return archived

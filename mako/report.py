@@ -1,0 +1,110 @@
+"""What a tick says about itself: LAST_RESULTS.md, the journal line and the Telegram summary (§14, §16).
+
+Pure functions of the tick's results; the worker writes and sends what they return.
+"""
+
+from datetime import datetime
+
+LAST_RESULTS_MAX_BYTES = 16 * 1024
+FIELD_MAX_CHARS = 1500
+JOURNAL_LINE_MAX_CHARS = 4000
+ICONS = {"ok": "✅", "queued": "⏸", "skipped": "⏭"}
+
+
+def truncate(text, limit):
+    """Cut text to `limit` chars with the visible §8 marker."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    marker = f"…[truncated {cut} chars]"
+    keep = max(0, limit - len(marker))
+    return text[:keep] + f"…[truncated {len(text) - keep} chars]"
+
+
+def icon(result):
+    return ICONS.get(result.get("status"), "✅" if result.get("ok") else "❌")
+
+
+def _one_line(text, limit=300):
+    return truncate(" ".join(str(text).split()), limit)
+
+
+def _describe(result):
+    """One line naming the item, then indented facts the next tick needs."""
+    kind = result.get("type") or "write"
+    lines = []
+    if "path" in result and kind in ("write", "write_file", "append", "read_file"):
+        head = f"{kind} {result.get('path')}"
+        if result.get("bytes") is not None:
+            head += f" ({result['bytes']} bytes)"
+    else:
+        head = result.get("summary") or kind
+        if kind not in head:
+            head = f"{kind}: {head}"
+    if result.get("id"):
+        head += f" — queued as {result['id']}, waiting for the operator"
+    lines.append(f"{icon(result)} {_one_line(head, 400)}")
+    facts = [f"{key}: {_one_line(result[key], 400)}" for key in ("cmd", "url", "final_url") if result.get(key)]
+    facts += [f"{key}: {result[key]}" for key in ("exit_code", "http_status") if result.get(key) is not None]
+    if result.get("timed_out"):
+        facts.append("timed out (killed with its process group)")
+    if result.get("error"):
+        facts.append(f"error: {_one_line(result['error'], 600)}")
+    for key in ("stdout", "stderr", "body", "content"):
+        if result.get(key):
+            text = truncate(str(result[key]), FIELD_MAX_CHARS).rstrip("\n")
+            facts.append(f"{key}:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+    lines += ["   " + f for f in facts]
+    return "\n".join(lines)
+
+
+def last_results(tick_n, mode, when, provider, model, writes, actions, notes_skipped=(), failure=None):
+    """The whole LAST_RESULTS.md text, capped at 16 KB with a visible marker."""
+    out = [f"# LAST_RESULTS — tick #{tick_n} ({mode}) at {when}",
+           f"Provider: {provider or '-'} / {model or '-'}"]
+    if failure:
+        out += ["", f"❌ The tick failed: {_one_line(failure, 600)}"]
+    out += ["", "## File writes"]
+    out += [_describe(r) for r in writes] or ["(none)"]
+    out += ["", "## Actions"]
+    out += [_describe(r) for r in actions] or ["(none)"]
+    if notes_skipped:
+        out += ["", "## Requested notes not loaded"]
+        out += [f"❌ {_one_line(s, 200)}" for s in notes_skipped]
+    text = "\n".join(out) + "\n"
+    data = text.encode("utf-8")
+    if len(data) > LAST_RESULTS_MAX_BYTES:
+        marker = f"\n…[truncated {len(data) - LAST_RESULTS_MAX_BYTES + 200} bytes of results]\n"
+        text = data[:LAST_RESULTS_MAX_BYTES - 200].decode("utf-8", "ignore") + marker
+    return text
+
+
+def journal_line(tick_n, when, work_done):
+    text = " / ".join(line.strip() for line in work_done.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                      if line.strip())
+    return f"#{tick_n} {when} — {truncate(text, JOURNAL_LINE_MAX_CHARS)}\n"
+
+
+def action_counts(results):
+    run = sum(1 for r in results if r.get("status") in ("ok", "error"))
+    queued = sum(1 for r in results if r.get("status") == "queued")
+    failed = sum(1 for r in results if not r.get("ok") and r.get("status") != "skipped")
+    skipped = sum(1 for r in results if r.get("status") == "skipped")
+    return run, queued, failed, skipped
+
+
+def tick_summary(tick_n, started, wall_s, provider, model, text, max_chars, results, drift_flag=None):
+    """The Telegram log-thread post for a finished tick."""
+    when = datetime.fromtimestamp(started).strftime("%H:%M")
+    head = f"🦫 #{tick_n} · {when} · {wall_s:.0f}s · {provider}/{model}"
+    run, queued, failed, skipped = action_counts(results)
+    tail = f"actions: {run} run · {queued} queued · {failed} failed"
+    if skipped:
+        tail += f" · {skipped} skipped"
+    if drift_flag:
+        tail += f" · ⚠️ drift: {_one_line(drift_flag, 200)}"
+    return f"{head}\n{truncate(text.strip(), max_chars)}\n{tail}"
+
+
+def failure_summary(tick_n, error):
+    return f"🦫 #{tick_n} FAIL · {type(error).__name__}: {_one_line(str(error), 500)}"

@@ -1,0 +1,369 @@
+"""One worker tick as a transaction (§5): claim, assemble, call, validate, apply, act, record.
+
+Nothing is written and no action runs until the whole reply has passed validation. Whatever happens
+after the tick number is taken, the tick records itself: a metrics row, a payload file and (on failure)
+error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import counter, inbox as inbox_mod, report
+from .actions import ActionContext, run_action
+from .approvals import ApprovalQueue
+from .context import build, gather
+from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
+                     ResponseError)
+from .fileio import FileLock, append, atomic_write, read_text
+from .llm import call_providers
+from .logs import append_metrics, iso, write_error_log, write_payload
+from .paths import PathPolicy, copy_file, ensure_layout
+from .redact import Redactor
+from .response import parse_reply
+from .telegram import TelegramClient
+
+log = logging.getLogger("tick")
+
+MAX_WRITE_BYTES = 1024 * 1024
+COMPACT_FAIL_LIMIT = 3
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (the supervisor is stopping); the tick records itself and exits."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the tick record itself
+    raise Terminated("stopped by SIGTERM")
+
+
+def read_prompt(cfg, name):
+    return (cfg.paths.prompts / name).read_text(encoding="utf-8")
+
+
+def choose_mode(cfg, requested):
+    """`requested` wins; else compact when the flag exists, unless compaction failed 3 times in a row."""
+    if requested:
+        return requested, None
+    if not (cfg.paths.state / "compact_pending.flag").exists():
+        return "normal", None
+    fails = _read_int(cfg.paths.private / "compact_failures")
+    if fails >= COMPACT_FAIL_LIMIT:
+        return "normal", f"compaction failed {fails} ticks in a row; running a normal tick instead"
+    return "compact", None
+
+
+def _read_int(path):
+    try:
+        return int(read_text(path, "0").strip() or 0)
+    except ValueError:
+        return 0
+
+
+def assemble(cfg, mode, inbox_text):
+    """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
+    system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact")
+    message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
+    sizes["notes_loaded"] = loaded
+    sizes["notes_skipped"] = skipped
+    return system_prompt, message, sizes, skipped
+
+
+def dry_run(cfg, mode=None, out=sys.stdout):
+    """Print the exact request a tick would send now; change nothing (§3)."""
+    ensure_layout(cfg)
+    mode, _ = choose_mode(cfg, mode)
+    pending = inbox_mod.peek(cfg.paths)
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None)
+    redactor = Redactor(cfg.secrets())
+    print(f"=== mode: {mode}", file=out)
+    print("=== system prompt", file=out)
+    print(redactor.text(system_prompt), file=out)
+    print("=== user message", file=out)
+    print(redactor.text(message), file=out)
+    print("=== token estimates (chars / 4)", file=out)
+    print(f"system_prompt: {sizes['system_prompt']}", file=out)
+    for key, tokens in sizes["blocks"].items():
+        print(f"{key}: {tokens}", file=out)
+    print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
+    if sizes["over_cap"]:
+        print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
+    return EXIT_OK
+
+
+class Tick:
+    def __init__(self, cfg, mode=None, clock=time.time):
+        self.cfg = cfg
+        self.clock = clock
+        self.requested_mode = mode
+        self.redactor = Redactor(cfg.secrets())
+        self.started = clock()
+        budget = cfg.supervisor.tick_timeout_s
+        # Leave room to record the tick before the supervisor's timeout kills it.
+        self.deadline = self.started + budget - max(5.0, min(20.0, budget * 0.1))
+        self.telegram = TelegramClient(cfg.telegram, self.redactor, deadline=self.deadline)
+        self.n = None
+        self.mode = "normal"
+        self.mode_note = None
+        self.inbox = inbox_mod.Inbox()
+        self.llm = None
+        self.reply = None
+        self.writes = []
+        self.actions = []
+        self.errors = []
+        self.payload = {"tick_n": None, "mode": None, "started_at": iso(), "system_prompt": "",
+                        "user_message": "", "sizes": {}, "inbox_present": False, "llm_attempts": [],
+                        "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
+                        "telegram_posts": self.telegram.records, "errors": self.errors}
+        self.set_compact_flag = False
+
+    # -- the transaction ------------------------------------------------------------------------------
+
+    def run(self):
+        cfg = self.cfg
+        ensure_layout(cfg)
+        lock = FileLock(cfg.paths.private / "tick.lock")
+        if not lock.acquire():
+            print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
+            return EXIT_BUSY
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            self.n = counter.next_tick(cfg.paths)
+            self.payload["tick_n"] = self.n
+            try:
+                self.transaction()
+                outcome, rc = "ok", EXIT_OK
+            except BaseException as e:  # noqa: BLE001 — every failure is recorded, then reported by rc
+                outcome, rc = self.fail(e), EXIT_FAIL
+                if isinstance(e, KeyboardInterrupt):
+                    rc = 130
+            self.finish(outcome)
+            return rc
+        finally:
+            signal.signal(signal.SIGTERM, old_handler)
+            lock.release()
+
+    def transaction(self):
+        cfg = self.cfg
+        self.inbox = inbox_mod.claim(cfg.paths, self.n)
+        self.mode, self.mode_note = choose_mode(cfg, self.requested_mode)
+        if self.mode_note:
+            self.errors.append(self.mode_note)
+        self.payload["mode"] = self.mode
+        self.payload["inbox_present"] = self.inbox.present
+        system_prompt, message, sizes, self.notes_skipped = assemble(
+            cfg, self.mode, self.inbox.text if self.inbox.present else None)
+        self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
+        if sizes["over_cap"]:
+            self.set_compact_flag = True
+            atomic_write(cfg.paths.state / "compact_pending.flag", "context over the input cap\n", mode=0o644)
+        log.info("tick %d (%s): %d tokens in", self.n, self.mode, sizes["total"])
+
+        llm_deadline = self.deadline - min(60.0, (self.deadline - self.clock()) * 0.3)
+        try:
+            self.llm = call_providers(cfg, system_prompt, message, llm_deadline, self.redactor)
+        except AllProvidersFailed as e:
+            self.payload["llm_attempts"] = getattr(e, "attempts", [])
+            raise
+        self.payload["llm_attempts"] = self.llm.attempts
+        self.payload["raw_content"] = self.llm.content
+
+        self.reply = parse_reply(self.llm.content, max_requested_notes=cfg.context.max_requested_notes,
+                                 inbox_present=self.inbox.present)
+        self.payload["parsed_response"] = self.reply
+
+        # Validated: from here on, side effects.
+        self.apply_files()
+        self.run_actions()
+        self.write_results()
+        append(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]))
+        atomic_write(cfg.paths.state / "next_notes.json",
+                     json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n", mode=0o644)
+        self.update_compaction()
+        self.payload["inbox_archived"] = inbox_mod.archive(cfg.paths, self.inbox)
+
+    # -- steps ----------------------------------------------------------------------------------------
+
+    def apply_files(self):
+        cfg, reply = self.cfg, self.reply
+        policy = PathPolicy(cfg, compaction=self.mode == "compact")
+        state = cfg.paths.state
+        for key, name in (("state_md", "STATE.md"), ("next_md", "NEXT.md")):
+            if reply[key] is not None:
+                atomic_write(state / name, reply[key], mode=0o644)
+                self.writes.append({"type": "write", "path": f"state/{name}", "ok": True, "status": "ok",
+                                    "bytes": len(reply[key].encode())})
+        persona = reply["persona_update"]
+        if persona and persona["mode"] != "skip":
+            if persona["mode"] == "append":
+                text = persona["content"] if persona["content"].endswith("\n") else persona["content"] + "\n"
+                append(state / "PERSONA.md", text)
+            else:
+                atomic_write(state / "PERSONA.md", persona["content"], mode=0o644)
+            self.writes.append({"type": persona["mode"], "path": "state/PERSONA.md", "ok": True,
+                                "status": "ok", "bytes": len(persona["content"].encode())})
+        for entry in reply["files"]:
+            self.writes.append(self.write_one(policy, entry["path"], entry["content"], entry["mode"]))
+        self.payload["files_written"] = self.writes
+
+    def write_one(self, policy, path, content, mode):
+        result = {"type": mode, "path": str(path)[:300], "mode": mode}
+        try:
+            if len(content) > MAX_WRITE_BYTES:
+                raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
+            target = policy.check_write(path)
+            if self.mode == "compact" and target == Path(os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
+                result["journal_archived_to"] = self.archive_journal()
+            result["bytes"] = policy.write(path, content, mode)
+            result.update(ok=True, status="ok")
+        except PathRefused as e:
+            result.update(ok=False, status="refused", error=self.redactor.text(str(e)))
+        except OSError as e:
+            result.update(ok=False, status="error", error=self.redactor.text(f"{e.__class__.__name__}: {e}"))
+        return result
+
+    def archive_journal(self):
+        """Copy the whole journal to archive/ before a compaction rewrites it: no line is ever lost."""
+        src = self.cfg.paths.state / "JOURNAL.md"
+        if not src.exists():
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock()))
+        n = 1
+        while True:
+            dst = self.cfg.paths.archive / (f"journal-{stamp}.md" if n == 1 else f"journal-{stamp}-{n}.md")
+            if not dst.exists():
+                break
+            n += 1
+        copy_file(src, dst)
+        return str(dst.relative_to(self.cfg.paths.root)) if self.cfg.paths.root in dst.parents else str(dst)
+
+    def run_actions(self):
+        cfg, actions = self.cfg, self.reply["actions"]
+        if self.mode == "compact":
+            self.actions = [self.skipped(a, "a compaction tick runs no actions") for a in actions]
+            self.payload["actions"] = self.actions
+            return
+        queue = ApprovalQueue(cfg, self.redactor, self.telegram)
+        ctx = ActionContext(cfg=cfg, policy=PathPolicy(cfg), redactor=self.redactor, telegram=self.telegram,
+                            queue=queue, tick_n=self.n, deadline=self.deadline)
+        limit = cfg.tick.max_actions
+        for i, action in enumerate(actions):
+            if i >= limit:
+                result = self.skipped(action, f"over tick.max_actions ({limit}); not run")
+            elif self.clock() > self.deadline - 2:
+                result = self.skipped(action, "no time left in this tick; not run")
+            else:
+                result = run_action(ctx, action)
+            self.actions.append(result)
+            self.payload["actions"] = self.actions
+
+    def skipped(self, action, why):
+        kind = action.get("type") if isinstance(action, dict) else None
+        return {"type": str(kind)[:40], "ok": False, "status": "skipped", "summary": f"{kind}: {why}",
+                "error": why}
+
+    def write_results(self, failure=None):
+        llm = self.llm
+        text = report.last_results(self.n, self.mode, iso(), llm.slot if llm else None, llm.model if llm else None,
+                                   self.writes, self.actions, getattr(self, "notes_skipped", ()), failure)
+        atomic_write(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), mode=0o644)
+
+    def update_compaction(self):
+        cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
+        every = cfg.tick.compact_every_n_ticks
+        if self.mode == "compact":
+            atomic_write(cfg.paths.private / "compact_failures", "0\n")
+            if not self.set_compact_flag:
+                flag.unlink(missing_ok=True)
+            return
+        reasons = []
+        if self.set_compact_flag:
+            reasons.append("context over the input cap")
+        if self.reply["compact_now"]:
+            reasons.append("compact_now requested by the model")
+        if every and self.n % every == 0:
+            reasons.append(f"every {every} ticks")
+        if reasons:
+            atomic_write(flag, "; ".join(reasons) + "\n", mode=0o644)
+
+    # -- recording ------------------------------------------------------------------------------------
+
+    def fail(self, error):
+        """Record a failed tick: error log, partial results, FAIL post. Returns the outcome word."""
+        cfg = self.cfg
+        if isinstance(error, ResponseError):
+            outcome = "parse_error"
+        elif isinstance(error, (DeadlineExceeded, TimeoutError)):
+            outcome = "timeout"
+        elif isinstance(error, AllProvidersFailed):
+            kinds = {a.get("kind") for a in getattr(error, "attempts", [])}
+            outcome = "timeout" if kinds == {"timeout"} else "provider_error"
+        elif isinstance(error, Terminated):
+            outcome = "terminated"
+        else:
+            outcome = "fail"
+        message = f"{type(error).__name__}: {error}"
+        if isinstance(error, ResponseError) and not str(error).startswith("PARSE_ERROR"):
+            message = f"PARSE_ERROR: {error}"
+        self.errors.append(self.redactor.text(message))
+        try:
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            write_error_log(cfg.paths.logs, self.n, f"tick {self.n} ({self.mode}) failed at {iso()}\n{trace}",
+                            self.redactor)
+            if self.mode == "compact":
+                fails = _read_int(cfg.paths.private / "compact_failures") + 1
+                atomic_write(cfg.paths.private / "compact_failures", f"{fails}\n")
+                if fails >= COMPACT_FAIL_LIMIT:
+                    self.errors.append(f"compaction failed {fails} ticks in a row; next ticks run normally")
+            self.write_results(failure=message)
+        except Exception as e:  # noqa: BLE001 — recording must not hide the original failure
+            self.errors.append(self.redactor.text(f"while recording the failure: {e!r}"))
+        text = report.failure_summary(self.n, error if not isinstance(error, ResponseError) else
+                                      ResponseError(message))
+        self.telegram.send(text, "log")
+        log.error("tick %s failed: %s", self.n, self.redactor.text(message))
+        return outcome
+
+    def finish(self, outcome):
+        cfg, llm, reply = self.cfg, self.llm, self.reply
+        ended = self.clock()
+        wall = ended - self.started
+        if outcome == "ok":
+            text = (reply["telegram"] or reply["work_done"]) if reply else ""
+            summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
+                                          cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
+            self.telegram.send(summary, "log")
+        run, queued, failed, _ = report.action_counts(self.actions)
+        failed += sum(1 for w in self.writes if not w.get("ok"))
+        self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
+                            outcome=outcome)
+        row = {
+            "ts": iso(), "tick_n": self.n, "mode": self.mode, "wall_s": round(wall, 3),
+            "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
+            "input_tokens_est": self.payload["sizes"].get("total") if self.payload["sizes"] else None,
+            "output_chars": len(llm.content) if llm else None,
+            "actions_count": len(reply["actions"]) if reply else None,
+            "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
+            "parse_ok": (reply is not None) if llm else None,
+            "drift_flag": reply["drift_flag"] if reply else None,
+            "compact_now": reply["compact_now"] if reply else None,
+            "failures": failed, "outcome": outcome,
+            "llm_wall_s": round(llm.wall_s, 3) if llm else None,
+            "prompt_tokens": llm.prompt_tokens if llm else None,
+            "completion_tokens": llm.completion_tokens if llm else None,
+        }
+        row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
+        try:
+            append_metrics(cfg.paths.logs / "metrics.csv", row)
+        except OSError as e:
+            self.errors.append(f"metrics row not written: {e}")
+        if cfg.logging.full_payload:
+            write_payload(cfg.paths.logs / "ticks", self.n, self.payload, self.redactor)
+        log.info("tick %d %s in %.1fs", self.n, outcome, wall)

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""mako-zero worker tick: one LLM call, validated, applied, recorded.
+
+Run by supervisor.py every `supervisor.tick_interval_s` seconds (end to start), or by hand. Reads the state
+files, the operator's INBOX and the notes the model asked for; writes STATE/NEXT/PERSONA and the files the
+reply names (allowlisted), runs the safe actions, queues the gated ones, and records the tick in
+LAST_RESULTS.md, JOURNAL.md, logs/metrics.csv, logs/ticks/NNNNNNNN.json and a Telegram post.
+
+Exit codes: 0 ok, 1 failed tick (recorded), 2 bad usage, 75 another tick is running, 78 bad config.
+"""
+
+import sys
+
+from mako.cli import Parser, load_or_exit
+from mako.errors import EXIT_CONFIG
+from mako.logs import setup_logging
+from mako.worker import Tick, dry_run
+
+
+def main(argv=None):
+    parser = Parser(description="Run one mako-zero worker tick.")
+    parser.add_argument("--mode", choices=("normal", "compact"),
+                        help="force a mode (default: compact when state/compact_pending.flag exists)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the request this tick would send, with token estimates; change nothing")
+    args = parser.parse_args(argv)
+    setup_logging()
+    cfg = load_or_exit(args.config, "tick")
+    if cfg is None:
+        return EXIT_CONFIG
+    if args.dry_run:
+        return dry_run(cfg, args.mode)
+    return Tick(cfg, args.mode).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
