@@ -175,8 +175,10 @@ class Tick:
         self.payload["llm_attempts"] = self.llm.attempts
         self.payload["raw_content"] = self.llm.content
 
-        self.reply = parse_reply(self.llm.content, max_requested_notes=cfg.context.max_requested_notes,
-                                 inbox_present=self.inbox.present)
+        reply = parse_reply(self.llm.content, max_requested_notes=cfg.context.max_requested_notes,
+                            inbox_present=self.inbox.present)
+        # Whatever the model writes anywhere is scrubbed first: no secret reaches a file it can name.
+        self.reply = self.redactor.obj(reply)
         self.payload["parsed_response"] = self.reply
 
         # Validated: from here on, side effects.
