@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from tests.fakes import (FakeOllama, FakeOpenAI, FakeTelegram, Reply, error_envelope_200, go_usage_limit,
-                         ollama_thinking_only, ollama_usage_limit, reasoning_only, tg_429)
+from fakes import (FakeOllama, FakeOpenAI, FakeTelegram, Reply, error_envelope_200, go_usage_limit,
+                   ollama_thinking_only, ollama_usage_limit, reasoning_only, tg_429)
 
 TOKEN = "123456789:AAE-fake-test-token-abcdefghijklmnopq"
 
