@@ -37,7 +37,7 @@ SERVICE="${MAKO_SERVICE:-mako-zero}"
 SERVICE="${SERVICE%.service}"
 UNIT_DIR="${SYSTEMD_DIR:-/etc/systemd/system}"
 PY="${MAKO_PYTHON:-python3}"
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P)"
 
 # The root ends up unquoted in YAML, in systemd directives and in sed-free string substitutions below;
 # a plain path keeps all three correct without escaping rules ('%' alone would be a systemd specifier).
@@ -252,6 +252,8 @@ try:
 except ConfigError as e:
     print(f"install.sh: warning: {e}", file=sys.stderr)
     sys.exit(0)
+for warning in cfg.warnings:
+    print(f"install.sh: warning: {warning}", file=sys.stderr)
 if os.path.realpath(cfg.paths.root) != os.path.realpath(sys.argv[2]):
     print(f"install.sh: warning: {sys.argv[1]}: paths.root is {cfg.paths.root}, not {sys.argv[2]}",
           file=sys.stderr)

@@ -456,3 +456,16 @@ def test_install_network_pip_into_fresh_venv(box):
     warm_s = time.monotonic() - started
     assert "venv: requests and PyYAML present" in again.stdout
     print(f"cold install.sh run with pip: {cold_s:.1f}s, warm run: {warm_s:.2f}s")
+
+
+def test_install_keeps_and_checks_an_existing_config(box):
+    root = box["root"]
+    root.mkdir()
+    text = "paths:\n  root: /elsewhere\ntick:\n  frobnicate_level: 3\n"
+    (root / "config.yaml").write_text(text)
+    (root / "config.yaml").chmod(0o600)
+    r = run_install(box)
+    assert (root / "config.yaml").read_text() == text
+    assert f"paths.root is /elsewhere, not {root}" in r.stderr
+    assert "tick.frobnicate_level" in r.stderr
+    assert "now 0600" not in r.stdout
