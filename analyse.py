@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Soak report: a text summary of logs/metrics.csv, printed on standard output.
+
+Run by hand after a soak (`python3 analyse.py --config PATH [--metrics PATH]`); it reads the metrics file
+(default `<logs>/metrics.csv`, or any copy such as a renamed-aside `.old.csv`) and writes nothing.
+
+It reports the span and the tick rate against `supervisor.tick_interval_s`, outcomes and parse failures,
+modes, providers and models, the distributions of wall time, input tokens and output characters (mean,
+p50, p95, p99, max — nearest-rank percentiles, see mako/stats.py — each with a text histogram), action
+totals, drift and compaction flags, and the last failures.
+
+Exit codes: 0 report printed (also for a file with no rows: it says "no rows"); 1 no metrics file, or it
+could not be read; 2 bad usage; 78 bad config.
+"""
+
+import sys
+from pathlib import Path
+
+from mako.cli import Parser, load_or_exit
+from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
+from mako.stats import read_table, report
+
+
+def main(argv=None):
+    parser = Parser("Print a soak report of metrics.csv (span, rate, outcomes, distributions, failures).")
+    parser.add_argument("--metrics", metavar="PATH", default=None,
+                        help="metrics file to read (default: metrics.csv in the configured logs folder)")
+    args = parser.parse_args(argv)
+    cfg = load_or_exit(args.config, "analyse")
+    if cfg is None:
+        return EXIT_CONFIG
+    path = Path(args.metrics) if args.metrics else cfg.paths.logs / "metrics.csv"
+    try:
+        table = read_table(path)
+    except FileNotFoundError:
+        print(f"analyse: no metrics file at {path}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
+    except OSError as e:
+        print(f"analyse: cannot read {path}: {e.strerror or e}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
+    if not len(table):
+        skipped = f" ({table.skipped} unreadable rows skipped)" if table.skipped else ""
+        print(f"analyse: no rows in {path}{skipped}", flush=True)
+        return EXIT_OK
+    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
