@@ -29,7 +29,8 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
 if [ "$IS_ROOT" -eq 0 ] && [ -z "${MAKO_ROOT:-}" ]; then
-    die "must run as root (sudo bash install.sh). To try it as $(id -un) without systemd, set MAKO_ROOT to a folder you own, e.g. MAKO_ROOT=\$HOME/mako-zero bash install.sh"
+    die "must run as root (sudo bash install.sh). To try it as $(id -un) without systemd, set MAKO_ROOT" \
+        "to a folder you own, e.g. MAKO_ROOT=\$HOME/mako-zero bash install.sh"
 fi
 
 ROOT="${MAKO_ROOT:-/srv/mako-zero}"
@@ -45,11 +46,12 @@ case "$ROOT" in
     /*) ;;
     *) ROOT="$PWD/$ROOT" ;;
 esac
-[[ "$ROOT" =~ ^/[A-Za-z0-9._/+-]*$ ]] || die "MAKO_ROOT must be a plain absolute path (letters, digits, . _ - + /), got: $ROOT"
+[[ "$ROOT" =~ ^/[A-Za-z0-9._/+-]*$ ]] ||
+    die "MAKO_ROOT must be a plain absolute path (letters, digits, . _ - + /), got: $ROOT"
 [[ "$SERVICE" =~ ^[A-Za-z0-9_.@-]+$ ]] || die "MAKO_SERVICE must be a unit name like mako-zero, got: $SERVICE"
 
 [ -d "$SRC/mako" ] || die "$SRC/mako/ is missing: run install.sh from a complete mako-zero checkout"
-[ -f "$SRC/requirements.txt" ] || die "$SRC/requirements.txt is missing: run install.sh from a complete mako-zero checkout"
+[ -f "$SRC/requirements.txt" ] || die "$SRC/requirements.txt is missing: run install.sh from a complete checkout"
 command -v "$PY" >/dev/null 2>&1 || die "$PY not found: install Python 3.10 or newer (apt-get install -y python3)"
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PY is older than Python 3.10"
 
@@ -142,14 +144,16 @@ seed "$ROOT/seed/notes/INDEX.md" "$ROOT/notes/INDEX.md"
 # ---------------------------------------------------------------------------------------------------------
 # Python dependencies, in a venv: Ubuntu 24.04 refuses system-wide pip installs (PEP 668).
 
+apt_venv() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv "python$1-venv" >/dev/null; }
+
 ensure_ensurepip() {
     "$PY" -c 'import ensurepip' >/dev/null 2>&1 && return 0
     if [ "$IS_ROOT" -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
         local ver
         ver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
         say "venv: installing python3-venv (ensurepip is missing)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv "python$ver-venv" >/dev/null ||
-            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv "python$ver-venv" >/dev/null; } ||
+        # A box that never ran apt-get update has no package lists yet: update once and retry.
+        apt_venv "$ver" || { apt-get update -q >/dev/null && apt_venv "$ver"; } ||
             die "apt-get could not install python3-venv"
     fi
     "$PY" -c 'import ensurepip' >/dev/null 2>&1 ||

@@ -225,7 +225,7 @@ def test_install_second_run_keeps_operator_files_and_refreshes_code(box):
     run_install(box)
     root = box["root"]
     edits = {
-        root / "config.yaml": "# my keys\n" + (root / "config.yaml").read_text().replace('api_key: ""', 'api_key: "k-1"'),
+        root / "config.yaml": "# mine\n" + (root / "config.yaml").read_text().replace('api_key: ""', 'api_key: "k"'),
         root / "state" / "MISSION.md": "Sell mink plushies.\n",
         root / "notes" / "INDEX.md": "- plan.md: the plan\n",
         root / "notes" / "plan.md": "step 1\n",
