@@ -40,8 +40,8 @@ UNIT_DIR="${SYSTEMD_DIR:-/etc/systemd/system}"
 PY="${MAKO_PYTHON:-python3}"
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P)"
 
-# The root ends up unquoted in YAML, in systemd directives and in sed-free string substitutions below;
-# a plain path keeps all three correct without escaping rules ('%' alone would be a systemd specifier).
+# The root is written unquoted into config.yaml and into the unit; a plain path needs no escaping in either
+# (a space would split ExecStart, '%' is a systemd specifier, '#' starts a YAML comment).
 case "$ROOT" in
     /*) ;;
     *) ROOT="$PWD/$ROOT" ;;
