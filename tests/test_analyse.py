@@ -45,12 +45,6 @@ def write_metrics(path, rows, header=True):
     return path
 
 
-@pytest.fixture
-def root(root):
-    root.write_config(telegram={"chat_id": 4242})
-    return root
-
-
 def run(root, capsys, *args):
     rc = analyse.main(["--config", str(root.config_path), *args])
     out, err = capsys.readouterr()
@@ -99,7 +93,7 @@ def test_stats_parse_ts_forms():
 
 def test_analyse_report_exact_figures(root, capsys):
     # 289.5 s interval + 10.5 s mean wall = one tick per 300 s, exactly the rows' spacing.
-    root.write_config(supervisor={"tick_interval_s": 289.5}, telegram={"chat_id": 4242})
+    root.write_config(supervisor={"tick_interval_s": 289.5})
     write_metrics(root.p("logs/metrics.csv"), known_rows())
     rc, out, _ = run(root, capsys)
     assert rc == 0
