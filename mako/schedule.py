@@ -19,7 +19,7 @@ import os
 import time
 import traceback
 
-from .children import STOPPED, TIMEOUT
+from .children import STOPPED
 from .fileio import atomic_write
 
 SCHEDULE_FILE = "schedule.json"

@@ -1,8 +1,10 @@
 """The supervisor (§4): the timetable under a fake clock, persistence across restarts, back-off, payload
 cleanup, killing a hung child with its group, and the real supervisor.py as systemd runs it."""
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -413,9 +415,13 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
+# A run that hangs after starting a grandchild which ignores SIGTERM; it writes "<pid> <grandchild pid>".
 HANGING_CHILD = """
-import os, subprocess, sys, time
-grand = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+import os, signal, subprocess, sys, time
+if {ignore_term}:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+GRAND = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+grand = subprocess.Popen([sys.executable, "-c", GRAND])
 with open({pids!r} + ".tmp", "w") as f:
     f.write(f"{{os.getpid()}} {{grand.pid}}")
 os.rename({pids!r} + ".tmp", {pids!r})
@@ -423,11 +429,11 @@ time.sleep(600)
 """
 
 
-def hanging_script(tmp_path, name="tick.py"):
+def hanging_script(tmp_path, name="tick.py", ignore_term=False):
     pids = tmp_path / f"{name}.pids"
     folder = tmp_path / "scripts"
     folder.mkdir(exist_ok=True)
-    (folder / name).write_text(HANGING_CHILD.format(pids=str(pids)))
+    (folder / name).write_text(HANGING_CHILD.format(pids=str(pids), ignore_term=ignore_term))
     return folder / name, pids
 
 
@@ -466,6 +472,15 @@ def test_child_runner_stop_forwards_sigterm_then_kills_group(tmp_path):
     assert time.monotonic() - began < 5
     child, grand = map(int, pids.read_text().split())
     assert wait_for(lambda: not alive(child) and not alive(grand), 5)
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield port
 
 
 def start_supervisor(config, *extra):
@@ -509,7 +524,7 @@ def test_supervisor_kills_hung_tick_at_its_timeout(tmp_path):
 def test_supervisor_sigterm_during_a_run_stops_child_group_and_exits_0(tmp_path):
     root = tmp_path / "root"
     config = write_config(root, NO_SCRIBE_NO_DIGEST, tick_interval_s=3600, tick_timeout_s=120, stop_grace_s=1)
-    script, pids = hanging_script(tmp_path)
+    script, pids = hanging_script(tmp_path, ignore_term=True)
     proc = start_supervisor(config, "--scripts-dir", str(script.parent))
     out = LineReader(proc.stdout)
     try:
@@ -521,7 +536,7 @@ def test_supervisor_sigterm_during_a_run_stops_child_group_and_exits_0(tmp_path)
         took = time.monotonic() - began
     child, grand = map(int, pids.read_text().split())
     assert rc == 0
-    assert 1 <= took < 4  # the grace (1 s) for the child, then the group is killed
+    assert 1 <= took < 4  # SIGTERM is ignored: the grace (1 s), then the group is killed
     assert wait_for(lambda: not alive(child) and not alive(grand), 5)
     out.thread.join(5)
     assert "[supervisor] tick(normal): done rc=STOPPED" in " ".join(out.lines)
@@ -531,7 +546,7 @@ def test_supervisor_sigterm_during_a_run_stops_child_group_and_exits_0(tmp_path)
 def test_supervisor_real_run_prints_timetable_runs_ticks_and_stops_on_sigterm(tmp_path):
     root = tmp_path / "root"
     # Providers on a closed port: the ticks fail quickly, which is all this test needs from them.
-    with socket_closed_port() as port:
+    with closed_port() as port:
         llm = (f"llm:\n"
                f"  primary: {{type: ollama, base_url: 'http://127.0.0.1:{port}', model: m, timeout_s: 2}}\n"
                f"  fallback: {{type: openai_compat, base_url: 'http://127.0.0.1:{port}', model: m, timeout_s: 2}}\n")
@@ -574,9 +589,9 @@ def test_supervisor_exits_at_once_on_sigterm_when_idle(tmp_path):
     proc = start_supervisor(config, "--scripts-dir", str(folder))
     out = LineReader(proc.stdout)
     try:
-        assert out.wait(lambda line: line == "[supervisor] tick(normal): done rc=0" or
-                        line.startswith("[supervisor] tick(normal): done rc=0 in "))
-        time.sleep(0.3)
+        assert out.wait(lambda line: line.startswith("[supervisor] tick(normal): done rc=0 in "))
+        assert out.wait(lambda line: line.startswith("[supervisor] cleanup: "))  # idle from here on
+        time.sleep(0.2)
     finally:
         began = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -595,18 +610,3 @@ def test_supervisor_bad_config_exits_78_with_one_line(tmp_path):
     assert proc.returncode == 78
     assert out == ""
     assert err.count("\n") == 1 and "supervisor.tick_interval_s" in err and str(config) in err
-
-
-class socket_closed_port:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-
-    def __enter__(self):
-        import socket
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        return self.port
-
-    def __exit__(self, *exc):
-        return False
