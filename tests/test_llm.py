@@ -17,9 +17,6 @@ from mako.redact import Redactor
 
 @pytest.fixture(autouse=True)
 def no_env_secrets(monkeypatch):
-    # These tests do not touch Telegram; a private-chat id keeps them clear of the config's number checks.
-    import conftest
-    monkeypatch.setattr(conftest, "CHAT_ID", 424242)
     for name in ("MAKO_PRIMARY_API_KEY", "MAKO_FALLBACK_API_KEY", "MAKO_TELEGRAM_BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
 

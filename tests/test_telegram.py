@@ -172,8 +172,8 @@ def test_telegram_400_thread_not_found_recorded_no_retry(tmp_path):
         client = TelegramClient(tg, redactor, sleep=Sleeps())
         assert client.send("x", 99) is False
         assert len(fake.messages) == 1
-        assert client.records == [{"ok": False, "status": 400, "error": "HTTP 400: Bad Request: message thread not found",
-                                   "thread_id": 99, "part": 1, "parts": 1, "chars": 1, "message_id": None}]
+        assert client.records == [{"ok": False, "status": 400, "thread_id": 99, "part": 1, "parts": 1, "chars": 1,
+                                   "error": "HTTP 400: Bad Request: message thread not found", "message_id": None}]
 
 
 @pytest.mark.parametrize("reply", [tg_error(502, "Bad Gateway"), Reply(mode="html"), Reply(mode="close_early")])
