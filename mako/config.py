@@ -264,7 +264,7 @@ def _check(file, key, value, expected):
         raise ConfigError(f"{file}: {key}: expected {_type_name(expected)}, got {value!r}"[:300])
     if key in POSITIVE_KEYS and value <= 0:
         raise ConfigError(f"{file}: {key}: must be greater than 0, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and key != "telegram.chat_id":
         raise ConfigError(f"{file}: {key}: must not be negative, got {value!r}")
     return value
 

@@ -76,8 +76,9 @@ def assemble(cfg, mode, inbox_text):
     return system_prompt, message, sizes, skipped
 
 
-def dry_run(cfg, mode=None, out=sys.stdout):
+def dry_run(cfg, mode=None, out=None):
     """Print the exact request a tick would send now; change nothing (§3)."""
+    out = out or sys.stdout
     ensure_layout(cfg)
     mode, _ = choose_mode(cfg, mode)
     pending = inbox_mod.peek(cfg.paths)
@@ -268,8 +269,7 @@ class Tick:
 
     def skipped(self, action, why):
         kind = action.get("type") if isinstance(action, dict) else None
-        return {"type": str(kind)[:40], "ok": False, "status": "skipped", "summary": f"{kind}: {why}",
-                "error": why}
+        return {"type": str(kind)[:40], "ok": False, "status": "skipped", "summary": f"{kind}: {why}"}
 
     def write_results(self, failure=None):
         llm = self.llm

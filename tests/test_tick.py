@@ -159,7 +159,9 @@ def test_tick_refuses_protected_and_escaping_paths(root, path):
                                     actions=[{"type": "write_file", "path": path, "content": "PWNED"}]))
     assert root.tick() == 0
     after = target.read_bytes() if target.is_file() else None
-    assert after == before or (path == "state/tick_counter.txt" and b"PWNED" not in after)
+    wrapper_managed = path in ("state/tick_counter.txt", "state/next_notes.json", "state/JOURNAL.md",
+                               "logs/metrics.csv", "state/.mako/tick.lock")
+    assert after == before or (wrapper_managed and b"PWNED" not in (after or b""))
     payload = root.payload(1)
     assert payload["files_written"][0]["ok"] is False and payload["files_written"][0]["status"] == "refused"
     assert payload["actions"][0]["ok"] is False
@@ -204,8 +206,10 @@ BAD_REPLIES = [
     ("compact_now not bool", reply(compact_now="yes")),
     ("request_notes wrong", reply(request_notes="plan.md")),
     ("persona bad mode", reply(persona_update={"mode": "replace", "content": "x"})),
-    ("nested object only", 'Sure: [ {"work_done": "inner", "actions": [{"type": "shell", "cmd": "touch '
-                           'PWNED"}]} ]'),
+    ("nested object only", 'Sure: {"reply": {"work_done": "inner", "actions": [{"type": "shell", "cmd": '
+                           '"touch PWNED"}]}}'),
+    ("nested in a broken object", '{"oops": , "inner": {"work_done": "inner", "actions": [{"type": "shell", '
+                                  '"cmd": "touch PWNED"}]}}'),
     ("parse error", "PARSE_ERROR: I could not decide"),
     ("blank work_done", reply(work_done="   ")),
 ]
