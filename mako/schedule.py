@@ -173,9 +173,7 @@ class Scheduler:
         if problem:
             self.say(problem)
         self.tick_next = now
-        # A persisted time far in the future (the clock went back, the interval was shortened) is clamped.
-        latest = now + self.scribe_interval + BACKOFF_MAX_EXTRA_S
-        if self.state.scribe_next is None or self.state.scribe_next > latest:
+        if self.state.scribe_next is None:
             self.state.scribe_next = now
         for role, n in self.state.failures.items():
             if n:
@@ -202,10 +200,24 @@ class Scheduler:
         last = self.state.last_cleanup_date
         return last is None or local_date(tm) > last
 
+    def _clamp(self, now):
+        """Pull in due times further ahead than any interval plus back-off allows.
+
+        They only get there when the wall clock went back (or a persisted time came from a longer interval);
+        without this a clock step of an hour would silence the tick for an hour.
+        """
+        if self.tick_next > now + self.tick_interval + BACKOFF_MAX_EXTRA_S:
+            self.tick_next = now
+        if self.state.scribe_next > now + self.scribe_interval + BACKOFF_MAX_EXTRA_S:
+            self.state.scribe_next = now
+        if self.digest_retry_at > now + DIGEST_RETRY_S + BACKOFF_MAX_EXTRA_S:
+            self.digest_retry_at = now
+
     def due(self, now):
         """The job to run now, in priority order, or None."""
         if not self.started:
             self._start(now)
+        self._clamp(now)
         tm = self.localtime(now)
         if now >= self.tick_next:
             return "tick"

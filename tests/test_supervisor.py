@@ -2,6 +2,7 @@
 cleanup, killing a hung child with its group, and the real supervisor.py as systemd runs it."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -236,6 +237,18 @@ def test_schedule_persisted_scribe_time_far_ahead_is_clamped(tmp_path):
     runner = FakeRunner(clock)
     drive(scheduler_for(cfg, clock, runner), clock, T0 + 600)
     assert runner.of("scribe")
+
+
+def test_schedule_wall_clock_going_back_does_not_stall_ticks(tmp_path):
+    cfg = make_cfg(tmp_path, NO_SCRIBE_NO_DIGEST)
+    clock = FakeClock(T0 + 5 * 3600)
+    runner = FakeRunner(clock)
+    sched = scheduler_for(cfg, clock, runner)
+    drive(sched, clock, clock.t + 1000)
+    count = len(runner.of("tick"))
+    clock.t -= 2 * 3600  # NTP stepped the clock back two hours
+    drive(sched, clock, clock.t + 10)
+    assert len(runner.of("tick")) == count + 1
 
 
 def test_schedule_state_file_corrupt_starts_fresh(tmp_path):
@@ -578,6 +591,32 @@ def test_supervisor_real_run_prints_timetable_runs_ticks_and_stops_on_sigterm(tm
     done = [line for line in lines if line.startswith("[supervisor] tick(normal): done rc=")]
     assert done and all(line.endswith("s") and " in " in line for line in done)
     assert (root / "state" / ".mako").is_dir() and (root / "logs" / "ticks").is_dir()
+
+
+def test_supervisor_real_scripts_against_fakes_run_tick_digest_scribe_in_order(tmp_path):
+    from fakes import FakeOllama
+
+    root = tmp_path / "root"
+    with FakeOllama() as ollama:
+        llm = (f"llm:\n  primary: {{type: ollama, base_url: '{ollama.url}', model: qwen3.5, timeout_s: 5}}\n"
+               "  fallback: {type: openai_compat, base_url: '', model: ''}\n")
+        config = write_config(root, llm, tick_interval_s=1, digest_hour_local=0, stop_grace_s=2)
+        proc = start_supervisor(config)
+        out = LineReader(proc.stdout)
+        try:
+            assert wait_for(lambda: sum(line.startswith("[supervisor] tick(normal): done rc=0 in ")
+                                        for line in list(out.lines)) >= 2, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(10)
+    out.thread.join(5)
+    assert rc == 0
+    runs = [line.split(":")[0].split()[-1] for line in out.lines if line.endswith(": start ...")]
+    assert runs[:4] == ["tick(normal)", "digest", "scribe", "tick(normal)"]
+    assert (root / "logs" / "ticks" / "00000001.json").exists()
+    schedule = json.loads((root / "state" / ".mako" / "schedule.json").read_text())
+    assert schedule["last_digest_date"] == time.strftime("%Y-%m-%d", time.gmtime())
+    assert schedule["scribe_next"] > time.time() + 7000
 
 
 def test_supervisor_exits_at_once_on_sigterm_when_idle(tmp_path):
