@@ -1,0 +1,218 @@
+"""The approval queue for gated actions and the monthly spend ledger (§13).
+
+A gated action is never run here: it gets an id `q<N>` and one JSON line in `pending/pending_actions.jsonl`
+for the operator to act on, and a ping to the approvals thread. N comes from a sequence persisted in
+`state/.mako/queue_seq` and bumped (fsync'd) before the line is appended, so an id is never handed out
+twice — not after a crash between the two steps, not after the operator deletes the queue file.
+
+Small spends (at or under the approval threshold) are not queued but written to `state/.mako/spend.jsonl`,
+and refused once they would take the month over the budget ceiling.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from .fileio import FileLock, append, atomic_write, read_text
+
+log = logging.getLogger(__name__)
+
+QUEUE_FILE = "pending_actions.jsonl"
+LOCK_WAIT_S = 10.0
+FIELD_MAX = 200
+# The fields an operator needs to triage each gated type at a glance.
+KEY_FIELDS = {
+    "email_send": ("to", "subject"),
+    "cf_api": ("method", "path"),
+    "http_post": ("url",),
+    "http_put": ("url",),
+    "http_delete": ("url",),
+    "spend": ("amount_pence", "reason"),
+}
+# For anything queued only because it asked for approval, the field that says what it would do.
+FALLBACK_FIELDS = ("cmd", "url", "path", "text")
+ID_RE = re.compile(r"^q(\d+)$")
+
+
+def action_sha256(action):
+    """Hex sha256 of the canonical JSON of an action, as the queue line records it."""
+    canon = json.dumps(action, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def read_jsonl(path):
+    """The objects in a JSON Lines file; a torn or garbled line (a crash mid-append) is skipped."""
+    out = []
+    for line in read_text(path).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def read_queue(path):
+    """Every well-formed entry of a pending_actions.jsonl, oldest first."""
+    return read_jsonl(path)
+
+
+def valid_pence(value):
+    """A spend amount is a non-negative int; a bool is not an amount."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def cut(value, limit=FIELD_MAX):
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def append_record(path, line):
+    """Append one JSON line; if a crash left the file without a final newline, start on a fresh line."""
+    prefix = ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    prefix = "\n"
+    except FileNotFoundError:
+        pass
+    append(path, prefix + line + "\n")
+
+
+@contextmanager
+def waiting_lock(path, wait_s=LOCK_WAIT_S):
+    """Hold an flock on `path`, waiting for another holder rather than failing at once."""
+    lock = FileLock(path)
+    give_up = time.monotonic() + wait_s
+    while not lock.acquire():
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"lock {path.name} held by another process for over {wait_s:.0f}s")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class ApprovalQueue:
+    """Queues gated actions for the operator and keeps the month's spend ledger."""
+
+    def __init__(self, cfg, redactor, telegram):
+        self.cfg = cfg
+        self.redactor = redactor
+        self.telegram = telegram
+        private = cfg.paths.private
+        self.queue_path = cfg.paths.pending / QUEUE_FILE
+        self.seq_path = private / "queue_seq"
+        self.lock_path = private / "queue.lock"
+        self.ledger_path = private / "spend.jsonl"
+        self.ledger_lock_path = private / "spend.lock"
+
+    # -- queue ------------------------------------------------------------------------------------------
+
+    def _next_number(self):
+        """Bump and persist the sequence; call with the queue lock held."""
+        try:
+            current = max(int(read_text(self.seq_path).strip() or 0), 0)
+        except ValueError:
+            current = 0
+        # A lost or stale sequence file must never hand out an id the queue already shows.
+        seen = max((int(m.group(1)) for e in read_queue(self.queue_path)
+                    if isinstance(e.get("id"), str) and (m := ID_RE.match(e["id"]))), default=0)
+        number = max(current, seen) + 1
+        atomic_write(self.seq_path, f"{number}\n")
+        return number
+
+    def enqueue(self, action, tick_n):
+        """Record a gated action for approval; return its id ("q<N>") after posting the ping."""
+        if not isinstance(action, dict):
+            raise TypeError("a queued action must be an object")
+        stored = self.redactor.obj(action)
+        kind = stored.get("type") if isinstance(stored.get("type"), str) else "?"
+        with waiting_lock(self.lock_path):
+            qid = f"q{self._next_number()}"
+            entry = {
+                "id": qid,
+                "queued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "tick": tick_n,
+                "type": kind,
+                "action": stored,
+                "sha256": action_sha256(stored),
+            }
+            append_record(self.queue_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+        log.info("queued %s (%s) for approval", qid, kind)
+        self._post(qid, kind, stored)
+        return qid
+
+    def _post(self, qid, kind, action):
+        lines = [f"⏸ {qid} queued · {kind}"]
+        fields = KEY_FIELDS.get(kind)
+        if fields is None:
+            fields = next(((f,) for f in FALLBACK_FIELDS if f in action), ())
+        for name in fields:
+            if name in action:
+                lines.append(f"{name}: {cut(action[name])}")
+        spend = action.get("spend")
+        if isinstance(spend, dict) and "amount_pence" in spend:
+            lines.append(f"spend: {cut(spend.get('amount_pence'))}p · {cut(spend.get('reason', ''))}")
+        lines.append(f"see pending/{QUEUE_FILE}")
+        thread = self.cfg.telegram.first_thread("approvals", "requests", "log")
+        try:
+            self.telegram.send(self.redactor.text("\n".join(lines)), thread=thread or "log")
+        except Exception as e:  # the queue line is the record; a lost ping must not undo it
+            log.warning("approval ping for %s failed: %s", qid, self.redactor.text(e))
+
+    # -- spend ledger -----------------------------------------------------------------------------------
+
+    def _month_total(self, month):
+        return sum(e["amount_pence"] for e in read_jsonl(self.ledger_path)
+                   if e.get("month") == month and valid_pence(e.get("amount_pence")))
+
+    def month_spend(self):
+        """Pence recorded in the ledger for the current (UTC) month."""
+        return self._month_total(datetime.now(timezone.utc).strftime("%Y-%m"))
+
+    def _over_ceiling(self, amount_pence, month, spent):
+        ceiling = self.cfg.tick.budget_ceiling_pence_month
+        if spent + amount_pence > ceiling:
+            return (f"refused: {amount_pence}p would take {month} to {spent + amount_pence}p, "
+                    f"over the {ceiling}p monthly ceiling ({spent}p spent)")
+        return None
+
+    def check_spend(self, amount_pence):
+        """Whether a spend would fit under this month's ceiling, without recording it: (fits?, message)."""
+        if not valid_pence(amount_pence):
+            return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
+        month = datetime.now(timezone.utc).strftime("%Y-%m")
+        refusal = self._over_ceiling(amount_pence, month, self._month_total(month))
+        return refusal is None, refusal or "within the monthly ceiling"
+
+    def record_spend(self, amount_pence, reason, tick_n):
+        """Add a small spend to the ledger unless it takes the month over the ceiling: (recorded?, message)."""
+        if not valid_pence(amount_pence):
+            return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
+        now = datetime.now(timezone.utc)
+        month = now.strftime("%Y-%m")
+        with waiting_lock(self.ledger_lock_path):
+            spent = self._month_total(month)
+            refusal = self._over_ceiling(amount_pence, month, spent)
+            if refusal:
+                return False, refusal
+            entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
+                     "reason": self.redactor.text(reason), "tick": tick_n}
+            append_record(self.ledger_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+        ceiling = self.cfg.tick.budget_ceiling_pence_month
+        return True, f"recorded {amount_pence}p ({month}: {spent + amount_pence}p of {ceiling}p)"
