@@ -232,6 +232,8 @@ class Config:
     logging: Section
     guardrails: Section
     warnings: list = field(default_factory=list)
+    # Secret values written in the file but overridden from the environment: still scrubbed wherever seen.
+    shadowed_secrets: list = field(default_factory=list)
 
     @property
     def providers(self):
@@ -239,7 +241,7 @@ class Config:
 
     def secrets(self):
         """Every configured secret value, longest first (so a longer one is scrubbed before its prefix)."""
-        values = {self.primary.api_key, self.fallback.api_key, self.telegram.bot_token}
+        values = {self.primary.api_key, self.fallback.api_key, self.telegram.bot_token, *self.shadowed_secrets}
         return sorted((v for v in values if v), key=len, reverse=True)
 
 
@@ -287,7 +289,7 @@ def _section(file, raw, name, schema, warnings):
     return out
 
 
-def _provider(file, llm, slot, warnings):
+def _provider(file, llm, slot, warnings, shadowed):
     data = llm.get(slot)
     if data is None:
         data = {}
@@ -309,6 +311,7 @@ def _provider(file, llm, slot, warnings):
     values["base_url"] = values["base_url"].strip().rstrip("/")
     env = os.environ.get(SECRET_ENV[("llm", slot, "api_key")])
     if env:
+        shadowed.append(values["api_key"])
         values["api_key"] = env
     return Provider(name=slot, **values)
 
@@ -373,12 +376,14 @@ def load_config(path=None):
     for key in llm:
         if key not in ("primary", "fallback"):
             warnings.append(f"{file}: unknown key llm.{key} (ignored)")
-    primary = _provider(file, llm, "primary", warnings)
-    fallback = _provider(file, llm, "fallback", warnings)
+    shadowed = []
+    primary = _provider(file, llm, "primary", warnings, shadowed)
+    fallback = _provider(file, llm, "fallback", warnings, shadowed)
 
     tg = sections["telegram"]
     env_token = os.environ.get(SECRET_ENV[("telegram", "bot_token")])
     if env_token:
+        shadowed.append(tg["bot_token"])
         tg["bot_token"] = env_token
     tg["api_base_url"] = tg["api_base_url"].strip().rstrip("/")
     hour = sections["supervisor"]["digest_hour_local"]
@@ -406,4 +411,5 @@ def load_config(path=None):
         logging=Section(sections["logging"]),
         guardrails=Section(sections["guardrails"]),
         warnings=warnings,
+        shadowed_secrets=[v for v in shadowed if v],
     )
