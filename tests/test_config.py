@@ -176,7 +176,9 @@ def test_config_env_vars_override_secrets(tmp_path, monkeypatch):
     assert cfg.primary.api_key == "env-primary-key"
     assert cfg.fallback.api_key == "env-fallback-key"
     assert cfg.telegram.bot_token == "222:env-token-value"
-    assert set(cfg.secrets()) == {"env-primary-key", "env-fallback-key", "222:env-token-value"}
+    # The overridden file values stay secrets too: `cat config.yaml` must not show them.
+    assert set(cfg.secrets()) == {"env-primary-key", "env-fallback-key", "222:env-token-value",
+                                  "file-primary", "file-fallback", "111:file-token"}
 
 
 def test_config_empty_base_url_means_slot_not_configured(tmp_path):
