@@ -245,6 +245,11 @@ def run_process(argv, cwd, env, timeout, max_bytes, redactor):
             _kill_group(proc.pid)
             proc.wait()
             code = None
+        except BaseException:
+            # SIGTERM from the supervisor (or anything else) mid-command: never leave the group behind.
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
         result = {"exit_code": code, "timed_out": timed_out}
         for name, f in (("stdout", out), ("stderr", err)):
             # A background child may still be writing: take a snapshot of what is there now.
