@@ -48,14 +48,15 @@ def read_prompt(cfg, name):
 
 
 def choose_mode(cfg, requested):
-    """`requested` wins; else compact when the flag exists, unless compaction failed 3 times in a row."""
+    """(mode, note): `requested` wins; else compact when the flag exists, unless compaction already failed
+    COMPACT_FAIL_LIMIT ticks in a row — then normal, with a note saying so."""
     if requested:
         return requested, None
     if not (cfg.paths.state / "compact_pending.flag").exists():
         return "normal", None
     fails = _read_int(cfg.paths.private / "compact_failures")
     if fails >= COMPACT_FAIL_LIMIT:
-        return "normal", f"compaction failed {fails} ticks in a row; running a normal tick instead"
+        return "normal", f"compaction failed {fails} ticks in a row; giving up on it and running normally"
     return "compact", None
 
 
@@ -156,7 +157,11 @@ class Tick:
         self.inbox = inbox_mod.claim(cfg.paths, self.n)
         self.mode, self.mode_note = choose_mode(cfg, self.requested_mode)
         if self.mode_note:
+            # Stop retrying a compaction that keeps failing; a later trigger sets the flag afresh.
             self.errors.append(self.mode_note)
+            (cfg.paths.state / "compact_pending.flag").unlink(missing_ok=True)
+            atomic_write(cfg.paths.private / "compact_failures", "0\n")
+            self.telegram.send(f"🦫 #{self.n} ⚠️ {self.mode_note}", "log")
         self.payload["mode"] = self.mode
         self.payload["inbox_present"] = self.inbox.present
         system_prompt, message, sizes, self.notes_skipped = assemble(

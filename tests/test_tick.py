@@ -441,3 +441,19 @@ def test_tick_max_actions_skips_the_rest(root):
     statuses = [a["status"] for a in root.payload(1)["actions"]]
     assert statuses == ["ok", "ok", "skipped", "skipped", "skipped"]
     assert root.read("state/LAST_RESULTS.md").count("max_actions") == 3
+
+
+def test_tick_three_failed_compactions_fall_back_to_normal(root):
+    root.ollama.reply_content(reply(compact_now=True))
+    assert root.tick() == 0
+    for _ in range(3):
+        root.ollama.reply_content("PARSE_ERROR: no")
+        assert root.tick() == 1
+    assert [r["mode"] for r in root.metrics()] == ["normal", "compact", "compact", "compact"]
+    root.ollama.reply_content(reply(actions=[{"type": "shell", "cmd": "echo back"}]))
+    assert root.tick() == 0
+    payload = root.payload(5)
+    assert payload["mode"] == "normal" and payload["actions"][0]["ok"] is True
+    assert any("compaction failed 3 ticks in a row" in e for e in payload["errors"])
+    assert any("compaction failed 3 ticks" in m["text"] for m in root.telegram.messages)
+    assert not root.p("state/compact_pending.flag").exists()
