@@ -48,11 +48,15 @@ def _cut(text, limit):
     if para >= half:
         return para + 2
     line = head.rfind("\n")
-    if line > 0:
+    if line >= half:
         return line + 1
     space = head.rfind(" ")
     if space >= half:
         return space + 1
+    # An early line break beats a hard cut, but not a space near the end: a summary's short first line
+    # must not become a part of its own.
+    if line > 0:
+        return line + 1
     return max(window, 1)
 
 
