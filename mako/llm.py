@@ -9,7 +9,6 @@ Wire formats and quirks: protocols.md §1 (Ollama), §2 and §2.5 (OpenAI-compat
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -101,6 +100,8 @@ class Cooldowns:
 def opencode_session_id(folder):
     """A stable x-opencode-session value: OpenCode routes a session to one upstream (and its prompt cache),
     and newer gateways refuse requests without it."""
+    import uuid  # here, not at the top: only OpenAI-compatible calls need it, and it pulls in `platform`
+
     path = folder / SESSION_FILE
     value = read_text(path, "").strip()
     try:
