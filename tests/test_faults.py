@@ -18,7 +18,7 @@ from mako.fileio import FileLock
 ROUTE = {"ollama": "/api/chat", "openai": "/chat/completions"}
 MODEL = {"ollama": "qwen3.5", "openai": "qwen3.6"}
 OTHER = {"ollama": "openai", "openai": "ollama"}
-OLLAMA_USAGE_COOLDOWN_S = 15 * 60
+DEFAULT_COOLDOWN_S = 15 * 60
 GO_USAGE_RETRY_AFTER_S = 3600
 
 
@@ -64,7 +64,9 @@ FAULTS = {
     "empty": ("empty", 200),
     "thinking_only": ("thinking_only", 200),
     "error_envelope": ("error_envelope", 200),
+    "usage_limit_200": ("usage_limit", 200),
 }
+OPENAI_ONLY = ("error_envelope", "usage_limit_200")
 
 
 def inject(root, side, fault):
@@ -110,6 +112,9 @@ def inject(root, side, fault):
     elif fault == "error_envelope":
         assert not ollama, "the 200 error envelope is an OpenCode quirk"
         fake.push(route, error_envelope_200())
+    elif fault == "usage_limit_200":
+        assert not ollama
+        fake.push(route, error_envelope_200("GoUsageLimitError", "Weekly usage limit reached."))
     else:
         raise AssertionError(f"unknown fault {fault}")
     return {}
@@ -121,7 +126,7 @@ FALLBACK_FAULT = {
     "timeout": "timeout", "refused": "500", "usage_limit": "503", "rate_limit": "close_early",
     "401": "refused", "404": "non_json", "500": "timeout", "502_html": "500", "503": "empty",
     "non_json": "502_html", "malformed": "thinking_only", "close_early": "401", "empty": "malformed",
-    "thinking_only": "rate_limit", "error_envelope": "404",
+    "thinking_only": "rate_limit", "error_envelope": "404", "usage_limit_200": "500",
 }
 
 
@@ -129,7 +134,7 @@ def matrix():
     rows = []
     for side in ("ollama", "openai"):
         for fault in FAULTS:
-            if fault == "error_envelope" and side != "openai":
+            if fault in OPENAI_ONLY and side != "openai":
                 continue
             for fallback in ("healthy", "failing"):
                 rows.append(pytest.param(side, fault, fallback, id=f"{side}-{fault}-fallback_{fallback}"))
@@ -209,7 +214,8 @@ def test_faults_provider_matrix(root, side, fault, fallback):
     cooldowns = root.p("state/.mako/cooldowns.json")
     if kind == "usage_limit":
         entry = json.loads(cooldowns.read_text())["primary"]
-        wait = OLLAMA_USAGE_COOLDOWN_S if side == "ollama" else GO_USAGE_RETRY_AFTER_S
+        # Retry-After when the reply gives one (OpenCode's 429), else the 15-minute default.
+        wait = GO_USAGE_RETRY_AFTER_S if (side, fault) == ("openai", "usage_limit") else DEFAULT_COOLDOWN_S
         assert started + wait - 5 <= entry["until"] <= time.time() + wait
         assert entry["base_url"] == slot_config(root, side)["base_url"]
         assert attempts[0]["cooldown_until"]
