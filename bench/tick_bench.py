@@ -93,7 +93,8 @@ def fill_history(root):
     template = template.replace("q{{n}}", "q{n}")
     with open(pending / "pending_actions.jsonl", "w") as f:
         for start in range(1, QUEUE_LINES + 1, 10000):
-            f.write("".join(template.format(n=i) + "\n" for i in range(start, min(start + 10000, QUEUE_LINES + 1))))
+            end = min(start + 10000, QUEUE_LINES + 1)
+            f.write("".join(template.format(n=i) + "\n" for i in range(start, end)))
     (root / "state" / ".mako").mkdir(parents=True, exist_ok=True)
     (root / "state" / ".mako" / "queue_seq").write_text(f"{QUEUE_LINES}\n")
     sys.path.insert(0, str(CODE))

@@ -362,7 +362,8 @@ def test_faults_telegram_long_summary_split_in_order(root, words_only):
     # Cut near the limit: the short first line is not sent as a part of its own.
     assert all(utf16_len(part) > 2000 for part in sent[:-1])
     posts = root.payload(1)["telegram_posts"]
-    assert [(p["ok"], p["part"], p["parts"]) for p in posts] == [(True, i, len(sent)) for i in range(1, len(sent) + 1)]
+    n = len(sent)
+    assert [(p["ok"], p["part"], p["parts"]) for p in posts] == [(True, i, n) for i in range(1, n + 1)]
     (row,) = root.metrics()
     assert row["outcome"] == "ok"
 
