@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from .fileio import FileLock, append, atomic_write, read_text
+from .fileio import FileLock, append, atomic_write, read_text, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,18 @@ class ApprovalQueue:
             current = max(int(read_text(self.seq_path).strip() or 0), 0)
         except ValueError:
             current = 0
-        # A lost or stale sequence file must never hand out an id the queue already shows.
-        seen = max((int(m.group(1)) for e in read_queue(self.queue_path)
-                    if isinstance(e.get("id"), str) and (m := ID_RE.match(e["id"]))), default=0)
+        # A lost or stale sequence file must never hand out an id the queue already shows. Ids are appended
+        # in increasing order under this lock, so the newest lines hold the highest: read only the tail.
+        seen = 0
+        for line in tail_lines(self.queue_path, 200):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            m = ID_RE.match(entry.get("id", "")) if isinstance(entry, dict) and isinstance(
+                entry.get("id"), str) else None
+            if m:
+                seen = max(seen, int(m.group(1)))
         number = max(current, seen) + 1
         atomic_write(self.seq_path, f"{number}\n")
         return number

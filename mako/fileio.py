@@ -24,8 +24,13 @@ def _bytes(data):
     return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
 
 
-def atomic_write(path, data, mode=FILE_MODE):
-    """Replace `path` with `data` (str or bytes): temp file in the same folder, fsync, rename, fsync dir."""
+def atomic_write(path, data, mode=FILE_MODE, durable=True):
+    """Replace `path` with `data` (str or bytes): temp file in the same folder, fsync, rename, fsync dir.
+
+    The file is always fsynced before the rename, so a crash leaves the old or the new content, never a
+    torn one. `durable=False` skips the folder fsync for records that may be lost in a power cut without
+    harm (the payload, LAST_RESULTS): the rename is still atomic.
+    """
     path = Path(path)
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,7 +47,8 @@ def atomic_write(path, data, mode=FILE_MODE):
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(path):

@@ -108,7 +108,7 @@ def write_payload(folder, n, payload, redactor):
     ordered.update({k: v for k, v in payload.items() if k not in ordered})
     text = json.dumps(redactor.obj(ordered), ensure_ascii=False, indent=1, default=str)
     path = payload_path(folder, n)
-    atomic_write(path, redactor.text(text) + "\n")
+    atomic_write(path, redactor.text(text) + "\n", durable=False)
     return path
 
 

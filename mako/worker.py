@@ -280,7 +280,7 @@ class Tick:
         llm = self.llm
         text = report.last_results(self.n, self.mode, iso(), llm.slot if llm else None, llm.model if llm else None,
                                    self.writes, self.actions, getattr(self, "notes_skipped", ()), failure)
-        atomic_write(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), mode=0o644)
+        atomic_write(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), mode=0o644, durable=False)
 
     def update_compaction(self):
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
