@@ -37,8 +37,60 @@ class Inbox:
 
     @property
     def text(self):
-        parts = [c.text.strip("\n") for c in self.claims if c.text.strip()]
-        return "\n\n---\n\n".join(parts)
+        return SEPARATOR.join(c.text.strip("\n") for c in self.claims if c.text.strip())
+
+    def keep_shown(self, message):
+        """Narrow the claims to what `message` shows of them; return the number of bytes held back.
+
+        The context has a hard cap, so a long INBOX reaches the model cut to its head. Only what it saw may
+        be archived (§7): a claim cut short keeps the rest in its file (archive() leaves the unseen part of a
+        claim for the next tick), and a claim not shown at all stays as it is. Cuts fall after the last
+        whole line shown, or inside a single line too long ever to be shown whole.
+        """
+        text = self.text
+        if not text or text in message:
+            return 0
+        lo, hi = 0, len(text)  # the longest head of the text that the message holds
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if text[:mid] in message:
+                lo = mid
+            else:
+                hi = mid - 1
+        kept, held, start = [], 0, 0
+        for c in self.claims:
+            part = c.text.strip("\n")
+            if not part.strip():
+                kept.append(c)  # nothing to show; archived with the rest, as before
+                continue
+            seen = lo - start
+            start += len(part) + len(SEPARATOR)
+            if seen >= len(part):
+                kept.append(c)
+                continue
+            data = _shown_bytes(c.data, part[:max(seen, 0)])
+            held += len(c.data) - len(data)
+            if data.strip():
+                kept.append(Claim(c.path, data))
+        self.claims = kept
+        return held
+
+
+SEPARATOR = "\n\n---\n\n"
+
+
+def _shown_bytes(data, seen):
+    """The head of a claim's bytes that `seen` (a head of its text, leading newlines stripped) covers."""
+    lead = len(data) - len(data.lstrip(b"\n"))
+    lines = seen.count("\n")
+    if lines:
+        end = lead
+        for _ in range(lines):
+            end = data.index(b"\n", end) + 1
+        return data[:end]
+    if not seen or "\ufffd" in seen:
+        return b""
+    return data[:lead + len(seen.encode("utf-8", "surrogatepass"))]
 
 
 def claims_dir(paths):

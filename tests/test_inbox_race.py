@@ -1,4 +1,6 @@
-"""The INBOX under a writer that never waits for the ticks (§7): no message lost, none shown twice.
+"""The INBOX under hostile conditions (§7): no message lost, none shown twice.
+
+A writer that never waits for the ticks:
 
 A separate process plays the operator and adds 200 numbered messages to `state/INBOX.md` at random moments
 while real tick.py runs go back to back. It adds a message as a careful operator does: `cat > INBOX.md`
@@ -9,6 +11,9 @@ command behind a redirection starts, so a tick can rename the file between the w
 
 Every message must reach exactly one tick's context (the fake Ollama records each user message), be
 archived exactly once, and be archived by the tick that showed it.
+
+An INBOX longer than the context cap: the model sees its head, so only that head may be archived; the
+rest waits for the next tick, which shows it.
 """
 
 import os
@@ -18,8 +23,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from types import SimpleNamespace
+
+import pytest
 
 from conftest import reply
+
+from mako.context import Block, build
+from mako.inbox import archive, claim
 
 SEED = int(os.environ.get("MAKO_RACE_SEED", "7321"))
 MESSAGES = 200
@@ -126,3 +137,73 @@ def test_inbox_race_concurrent_writer_each_message_shown_and_archived_once(root)
         most = max(most, len(seen))
     print(f"ticks {ticks} ({with_inbox} with an INBOX, up to {most} messages in one), messages {MESSAGES} "
           f"({truncating} by '>', {appending} by '>>', {late} into a fresh claim), {time.monotonic() - t0:.1f}s")
+
+
+def cycle(paths, n, max_tokens):
+    """One tick's INBOX handling with a context of `max_tokens`: (lines shown, files archived)."""
+    box = claim(paths, n)
+    if not box.present:
+        return None, []
+    message, _ = build("system prompt", [Block("MISSION", "MISSION", "Be useful."),
+                                         Block("INBOX", "INBOX", box.text)], max_tokens)
+    box.keep_shown(message)
+    return message, archive(paths, box, now=1_767_600_000 + n)
+
+
+def test_inbox_keep_shown_long_inbox_goes_in_parts_each_line_once(tmp_path):
+    paths = SimpleNamespace(state=tmp_path / "state", archive=tmp_path / "archive",
+                            private=tmp_path / "state" / ".mako")
+    paths.state.mkdir()
+    lines = [f"line-{k:04d} " + "é" * (k % 50) for k in range(600)]
+    originals = set(lines)
+    (paths.state / "INBOX.md").write_text("\n".join(lines[:100]) + "\n")
+    claim(paths, 1)  # a failed tick: the first claim waits, oldest first, ahead of the next message
+    (paths.state / "INBOX.md").write_text("\n\n" + "\n".join(lines[100:]) + "\n")
+    shown, n = Counter(), 1
+    while True:
+        n += 1
+        message, filed = cycle(paths, n, max_tokens=1500)
+        if message is None:
+            break
+        assert "…[truncated" in message or n > 2  # the first parts do not fit
+        whole = [line for line in message.split("\n") if line in originals]  # a cut line is not whole
+        text = "".join(open(f, encoding="utf-8").read() for f in filed)
+        assert text.split() == [w for line in whole for w in line.split()], f"tick {n} archived unseen lines"
+        shown.update(line.split()[0] for line in whole)
+        assert n < 40
+    archived = "".join(f.read_text(encoding="utf-8") for f in sorted(paths.archive.iterdir()))
+    assert sorted(archived.split()) == sorted(w for line in lines for w in line.split())
+    assert set(shown) == {line.split()[0] for line in lines} and set(shown.values()) == {1}
+
+
+def test_inbox_keep_shown_single_line_longer_than_the_cap_still_moves_on(tmp_path):
+    paths = SimpleNamespace(state=tmp_path / "state", archive=tmp_path / "archive",
+                            private=tmp_path / "state" / ".mako")
+    paths.state.mkdir()
+    body = "".join(f"w{k:05d}" for k in range(3000))  # 18000 characters, no newline
+    (paths.state / "INBOX.md").write_text(body)
+    parts = []
+    for n in range(1, 20):
+        message, filed = cycle(paths, n, max_tokens=1500)
+        if message is None:
+            break
+        parts += [open(f).read() for f in filed]
+        assert parts[-1] and parts[-1] in message
+    assert "".join(parts) == body and len(parts) > 2
+
+
+@pytest.mark.xfail(strict=True, reason="Tick.transaction must call self.inbox.keep_shown(message) after "
+                                       "assemble(); until then the cut part of a long INBOX is archived unseen")
+def test_inbox_tick_longer_than_the_context_archives_only_what_was_shown(root):
+    root.ollama.content = reply(work_done="read the INBOX")
+    assert root.run("tick.py").returncode == 0
+    lines = [f"line-{k:05d} " + "x" * 60 for k in range(1500)]  # ~100 KB, over the 18000-token cap
+    root.p("state/INBOX.md").write_text("\n".join(lines) + "\n")
+    shown = Counter()
+    for n in range(2, 6):
+        assert root.run("tick.py").returncode == 0
+        shown.update(re.findall(r"line-\d{5} x{60}(?=\n)", root.payload(n)["user_message"]))
+    archived = Counter(re.findall(r"line-\d{5} x{60}", "".join(
+        f.read_text() for f in root.p("archive").glob("inbox-*.md"))))
+    assert set(archived.values()) == {1} and len(archived) == len(lines)
+    assert archived == shown
