@@ -3,7 +3,8 @@
 The operator may write `state/INBOX.md` at any moment. A tick renames it into `state/.mako/inbox/`, so a
 message written after that lands in a fresh INBOX.md for the next tick. Claims of a failed tick stay and
 are shown again (oldest first) until a tick succeeds. Archiving is `link` then `unlink`: if a crash falls
-between the two, the claim's link count (2) tells the next tick it is already archived.
+between the two, the claim's link count (2) tells the next tick it is already archived. Only what the
+model was shown is archived: the part of a long INBOX that the context cap cut stays for the next tick.
 """
 
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from .fileio import atomic_write, ensure_dir, fsync_dir
 
 MAX_INBOX_BYTES = 256 * 1024
+SEPARATOR = "\n\n---\n\n"  # between claims in the text the model sees
 
 
 @dataclass
@@ -74,9 +76,6 @@ class Inbox:
                 kept.append(Claim(c.path, data))
         self.claims = kept
         return held
-
-
-SEPARATOR = "\n\n---\n\n"
 
 
 def _shown_bytes(data, seen):
