@@ -34,13 +34,11 @@ MAX_WRITE_BYTES = 1024 * 1024
 COMPACT_FAIL_LIMIT = 3
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (the supervisor is stopping); the tick records itself and exits."""
+class Terminated(BaseException):
+    """SIGTERM arrived (the supervisor is stopping); the tick records itself and exits.
 
-
-def _on_sigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the tick record itself
-    raise Terminated("stopped by SIGTERM")
+    A BaseException, like KeyboardInterrupt, so no `except Exception` inside an action swallows it.
+    """
 
 
 def read_prompt(cfg, name):
@@ -125,6 +123,13 @@ class Tick:
                         "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
                         "telegram_posts": self.telegram.records, "errors": self.errors}
         self.set_compact_flag = False
+        self.recording = False
+
+    def _on_sigterm(self, signum, frame):
+        # Stop the work, but never the recording of it: the supervisor's grace period covers that.
+        if not self.recording:
+            self.recording = True
+            raise Terminated("stopped by SIGTERM")
 
     # -- the transaction ------------------------------------------------------------------------------
 
@@ -135,7 +140,7 @@ class Tick:
         if not lock.acquire():
             print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
             return EXIT_BUSY
-        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             self.n = counter.next_tick(cfg.paths)
             self.payload["tick_n"] = self.n
@@ -143,9 +148,11 @@ class Tick:
                 self.transaction()
                 outcome, rc = "ok", EXIT_OK
             except BaseException as e:  # noqa: BLE001 — every failure is recorded, then reported by rc
+                self.recording = True
                 outcome, rc = self.fail(e), EXIT_FAIL
                 if isinstance(e, KeyboardInterrupt):
                     rc = 130
+            self.recording = True
             self.finish(outcome)
             return rc
         finally:

@@ -457,3 +457,26 @@ def test_tick_three_failed_compactions_fall_back_to_normal(root):
     assert any("compaction failed 3 ticks in a row" in e for e in payload["errors"])
     assert any("compaction failed 3 ticks" in m["text"] for m in root.telegram.messages)
     assert not root.p("state/compact_pending.flag").exists()
+
+
+def test_tick_sigterm_mid_action_records_itself_and_kills_the_command(root):
+    import signal
+    import subprocess
+    import sys
+    root.ollama.reply_content(reply(actions=[{"type": "shell", "cmd": "echo $$ > shell.pid; sleep 30"}]))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "tick.py"),
+                             "--config", str(root.config_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pidfile = root.p("workdir/shell.pid")
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 1
+    shell_pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(shell_pid, 0)
+    (row,) = root.metrics()
+    assert row["outcome"] == "terminated"
+    assert root.payload(1)["outcome"] == "terminated"
+    assert root.telegram.messages[-1]["text"].startswith("🦫 #1 FAIL · Terminated")
