@@ -8,6 +8,7 @@ model was shown is archived: the part of a long INBOX that the context cap cut s
 """
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from .fileio import atomic_write, ensure_dir, fsync_dir
 
 MAX_INBOX_BYTES = 256 * 1024
 SEPARATOR = "\n\n---\n\n"  # between claims in the text the model sees
+MARKER_RE = re.compile(r"^\.(claim-.+\.md)\.(\d+)\.shown$")
 
 
 @dataclass
@@ -96,14 +98,22 @@ def claims_dir(paths):
     return paths.private / "inbox"
 
 
-def _existing_claims(paths):
+def _existing_claims(paths, repair=True):
+    """Open claims, oldest first. `repair` (only under the tick lock) finishes what a killed tick left."""
     folder = claims_dir(paths)
     try:
-        names = sorted(n for n in os.listdir(folder) if n.startswith("claim-") and n.endswith(".md"))
+        names = sorted(os.listdir(folder))
     except FileNotFoundError:
         return []
+    if repair:
+        for name in names:
+            m = MARKER_RE.match(name)
+            if m:
+                _finish_split(folder / m.group(1), folder / name, int(m.group(2)))
     out = []
     for name in names:
+        if not (name.startswith("claim-") and name.endswith(".md")):
+            continue
         path = folder / name
         try:
             st = os.lstat(path)
@@ -111,7 +121,8 @@ def _existing_claims(paths):
             continue
         if st.st_nlink > 1:
             # Archived (linked into archive/) by a tick that died before removing the claim.
-            os.unlink(path)
+            if repair:
+                os.unlink(path)
             continue
         out.append(path)
     return out
@@ -123,8 +134,12 @@ def _read(path):
 
 
 def peek(paths):
-    """What a claim would show now, without moving anything (for --dry-run)."""
-    claims = [Claim(p, _read(p)) for p in _existing_claims(paths)]
+    """What a claim would show now, without moving anything (for --dry-run).
+
+    Repairs are left to the next tick, which holds the tick lock: right after a tick was killed mid-archive
+    this may still show a head that the tick will find already archived.
+    """
+    claims = [Claim(p, _read(p)) for p in _existing_claims(paths, repair=False)]
     inbox = paths.state / "INBOX.md"
     try:
         data = _read(inbox)
@@ -163,37 +178,68 @@ def _archive_name(archive, when, n):
     return archive / (f"{base}.md" if n == 1 else f"{base}-{n}.md")
 
 
+def _link_into(archive_dir, src, when):
+    """Hard-link `src` into archive/ under a fresh name (never overwriting); return the new path."""
+    n = 1
+    while True:
+        target = _archive_name(archive_dir, when, n)
+        try:
+            os.link(src, target)
+        except FileExistsError:
+            n += 1
+            continue
+        fsync_dir(archive_dir)
+        return target
+
+
+def _finish_split(claim_path, marker, claim_ino):
+    """Second half of archiving a claim's head: cut the head from the claim, then drop the marker.
+
+    The marker holds the archived head and is named after the claim and its inode at the time. Linked into
+    archive/ (2 links), it says the head is archived; the claim still having that inode says it was not yet
+    cut. A marker with one link is from a tick killed before archiving: the claim is whole, shown again.
+    """
+    try:
+        st = os.lstat(marker)
+    except FileNotFoundError:
+        return
+    if st.st_nlink > 1:
+        try:
+            same = os.lstat(claim_path).st_ino == claim_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            current = claim_path.read_bytes()
+            atomic_write(claim_path, current[st.st_size:])  # the unseen part waits for the next tick
+    os.unlink(marker)
+    fsync_dir(marker.parent)
+
+
 def archive(paths, inbox, now=None):
-    """Archive every claim that was shown; keep anything written to a claim after it was read."""
+    """Archive every claim that was shown; keep anything written to a claim after it was read.
+
+    A claim shown whole is linked into archive/ and unlinked (a kill between the two leaves 2 links, which
+    the next claim() reads as archived). A claim shown in part (cut by the context cap, or written to after
+    it was read) has its head written to a marker file first; linking the marker into archive/ is the
+    moment the head counts as archived, and _finish_split() — now or after a kill — cuts it from the claim.
+    """
     archived = []
     archive_dir = ensure_dir(paths.archive)
     when = datetime.fromtimestamp(now if now is not None else time.time())  # local time, as the README says
     for c in inbox.claims:
         try:
+            st = os.lstat(c.path)
             current = c.path.read_bytes()
         except FileNotFoundError:
             continue
-        grown = len(current) > len(c.data) and current.startswith(c.data)
-        n = 1
-        while True:
-            target = _archive_name(archive_dir, when, n)
-            try:
-                if grown:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(c.data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                else:
-                    os.link(c.path, target)
-                break
-            except FileExistsError:
-                n += 1
-        fsync_dir(archive_dir)
-        if grown:
-            atomic_write(c.path, current[len(c.data):])  # the unseen part waits for the next tick
+        if len(current) > len(c.data) and current.startswith(c.data):
+            marker = c.path.with_name(f".{c.path.name}.{st.st_ino}.shown")
+            atomic_write(marker, c.data)
+            target = _link_into(archive_dir, marker, when)
+            _finish_split(c.path, marker, st.st_ino)
         else:
+            target = _link_into(archive_dir, c.path, when)
             os.unlink(c.path)
-        fsync_dir(c.path.parent)
+            fsync_dir(c.path.parent)
         archived.append(str(target))
     return archived

@@ -403,3 +403,66 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
           f"replies {dict(kinds)}; messages {len(checker.messages)}; tick counter {checker.counter}; "
           f"queued ids {len(checker.queue_ids)}; leftover processes killed {left_behind}; "
           f"start-up {timer.startup:.2f}s; {time.monotonic() - t0:.1f}s")
+
+
+# -- the INBOX archive, interrupted at every step ------------------------------------------------------------
+
+class Killed(BaseException):
+    """The process died here: nothing after this point runs."""
+
+
+def killed_at(monkeypatch, step):
+    """From the `step`-th file-system change on (link, unlink, replace, rename, fsync), everything fails."""
+    calls = {"n": 0}
+    for name in ("link", "unlink", "replace", "rename", "fsync"):
+        real = getattr(os, name)
+
+        def wrapper(*args, _real=real, **kw):
+            calls["n"] += 1
+            if calls["n"] > step:
+                raise Killed()
+            return _real(*args, **kw)
+        monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
+def test_crash_inbox_archive_killed_at_every_step_archives_each_line_once(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mako.context import Block, build
+    from mako.inbox import archive, claim
+
+    lines = [f"line-{k:04d} of the operator's long message" for k in range(400)]
+    step, completed = 0, False
+    while not completed:
+        base = tmp_path / f"step-{step}"
+        paths = SimpleNamespace(state=base / "state", archive=base / "archive", private=base / "state" / ".mako")
+        paths.state.mkdir(parents=True)
+        (paths.state / "INBOX.md").write_text("\n".join(lines[:30]) + "\n")
+        claim(paths, 1)  # a failed tick: this claim is shown whole next time, the long one after it in part
+        (paths.state / "INBOX.md").write_text("\n".join(lines[30:]) + "\n")
+        for n in range(2, 40):
+            box = claim(paths, n)
+            if not box.present:
+                break
+            message, _ = build("system", [Block("INBOX", "INBOX", box.text)], 1200)
+            box.keep_shown(message)
+            if n == 2:
+                with monkeypatch.context() as m:
+                    calls = killed_at(m, step)
+                    try:
+                        archive(paths, box, now=1_767_600_000 + n)
+                        completed = True
+                    except Killed:
+                        pass
+                assert calls["n"] > step or completed
+            else:
+                archive(paths, box, now=1_767_600_000 + n)
+        counts = Counter("".join(f.read_text() for f in paths.archive.iterdir()).splitlines())
+        assert not set(lines) - set(counts), f"killed at step {step}: lost {sorted(set(lines) - set(counts))[:3]}"
+        twice = sorted(line for line, c in counts.items() if c > 1)
+        assert not twice, f"killed at step {step}: {len(twice)} lines archived twice, {twice[:3]}"
+        left = [name for name in os.listdir(paths.private / "inbox") if not name.endswith(".tmp")]
+        assert not left, f"killed at step {step}: left behind {left}"
+        step += 1
+    assert step > 5
