@@ -28,7 +28,7 @@ from pathlib import Path
 
 from conftest import REPO, reply
 
-from mako.fileio import FileLock
+from mako.fileio import FileLock, read_text
 from mako.logs import METRICS_COLUMNS
 
 SEED = int(os.environ.get("MAKO_CRASH_SEED", "20260105"))
@@ -43,11 +43,14 @@ HEADING_RE = re.compile(r"^# LAST_RESULTS — tick #(\d+) ")
 # -- what the fake model answers -------------------------------------------------------------------------
 
 def scenario(rng, i, mark):
-    """(name, reply text, provider delay in seconds) for run i; the reply aims the kill at one phase."""
+    """(name, reply text, provider delay, busy) for run i; the reply aims the kill at one phase.
+
+    `busy` is about how long the run works after it asked the provider, for placing the kill.
+    """
     kind = rng.choices(["provider", "actions", "writes", "record", "fail"], weights=[3, 4, 4, 3, 1])[0]
     delay = rng.uniform(0.1, 0.45) if kind == "provider" else rng.uniform(0.0, 0.04)
     if kind == "fail":
-        return kind, "PARSE_ERROR: the model gave up", delay
+        return kind, "PARSE_ERROR: the model gave up", delay, delay + 0.1
     fields = {"work_done": f"run {i} ({kind})", "state_md": f"Focus: run {i}\n" + "s" * rng.randrange(2000),
               "next_md": f"Next after run {i}\n", "request_notes": ["plan.md"]}
     if kind in ("provider", "actions"):
@@ -73,7 +76,8 @@ def scenario(rng, i, mark):
         fields["files"] = [{"path": "workdir/big.txt", "content": "b" * rng.randrange(100_000, 250_000)}]
         fields["telegram"] = f"run {i} " + "t" * 5000
         fields["compact_now"] = rng.random() < 0.2
-    return kind, reply(**fields), delay
+    busy = delay + 0.07 * len(fields.get("actions", ())) + 0.15
+    return kind, reply(**fields), delay, busy
 
 
 # -- running and killing ---------------------------------------------------------------------------------
@@ -292,10 +296,10 @@ class KillTimer:
     def startup(self):
         return statistics.median(self.reach)
 
-    def delay(self):
+    def delay(self, busy):
         if self.rng.random() < 0.25:
             return self.rng.uniform(0.0, self.startup)
-        return self.startup + self.rng.uniform(-0.05, 0.3)
+        return self.startup + self.rng.uniform(-0.05, busy)
 
     def observe(self, spawned, asked_at, kill_after):
         if asked_at > spawned:
@@ -350,7 +354,7 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
 
     root.ollama.default = answer
     checker, timer = Checker(root), KillTimer(rng)
-    phases, kinds, left_behind, t0 = Counter(), Counter(), 0, time.monotonic()
+    phases, kinds, left_behind, unrecorded, t0 = Counter(), Counter(), 0, 0, time.monotonic()
     root.ollama.content = reply(work_done="calibration")
     for _ in range(2):
         start = time.monotonic()
@@ -365,8 +369,8 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
                 text = f"msg-{len(checker.messages):04d}: please look at item {runs}\n"
                 operator_writes(root.p("state/INBOX.md"), text)
                 checker.messages.append(text)
-            kind, root.ollama.content, current["delay"] = scenario(rng, runs, mark)
-            kill_after = timer.delay()
+            kind, root.ollama.content, current["delay"], busy = scenario(rng, runs, mark)
+            kill_after = timer.delay(busy)
             before, requests_before = checker.counter, len(root.ollama.chat_requests())
             archives = set(root.p("archive").glob("inbox-*.md"))
             spawned = current["asked_at"] = time.monotonic()
@@ -381,6 +385,9 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
             phases[phase_of(checker, before, requests_before, root, rc)] += 1
             if rc != -signal.SIGKILL:
                 check_finished(root, checker, rc, archives)
+            elif f"{mark}-{runs}-" in read_text(root.p("workdir/log")) and not read_text(
+                    root.p("state/LAST_RESULTS.md")).startswith(f"# LAST_RESULTS — tick #{checker.counter} "):
+                unrecorded += 1  # shell actions ran, and nothing the next tick reads says so
             kinds[kind] += 1
             runs += 1
         # A calm tick afterwards picks up everything that was waiting and archives it once.
@@ -401,7 +408,8 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
     assert phases["provider/apply/actions"] + phases["recording"] >= KILLS // 10, phases
     print(f"runs {runs} + 3 calm ticks, {phases.total() - phases['finished']} killed, by phase {dict(phases)}; "
           f"replies {dict(kinds)}; messages {len(checker.messages)}; tick counter {checker.counter}; "
-          f"queued ids {len(checker.queue_ids)}; leftover processes killed {left_behind}; "
+          f"queued ids {len(checker.queue_ids)}; killed after running shell actions {unrecorded}; "
+          f"leftover processes killed {left_behind}; "
           f"start-up {timer.startup:.2f}s; {time.monotonic() - t0:.1f}s")
 
 
