@@ -1,8 +1,8 @@
 """Run counters that never go back: the tick counter (§5 step 2) and the scribe's own counter.
 
 The number is kept twice — the visible `state/tick_counter.txt` and a shadow in `state/.mako/` — and the
-next number is one past the highest of both. If both are unreadable it is recovered from the highest run
-recorded in the logs, so a corrupt counter never makes a tick reuse a number.
+next number is one past the highest of both and of the highest run recorded in the logs, so neither a
+corrupt counter nor a state/ restored from an old backup ever makes a run reuse a number.
 """
 
 import os
@@ -48,8 +48,8 @@ def _highest_logged(folder, metrics=None, pattern=PAYLOAD_RE):
 def next_number(visible, shadow, log_folder, metrics=None):
     """Bump and persist the counter; return the new number (written to both files before use)."""
     known = [v for v in (_read_number(visible), _read_number(shadow)) if v is not None]
-    if len(known) < 2:
-        known.append(_highest_logged(log_folder, metrics))
+    # The logs outlive state/ (a restored backup, a hand edit): a number they show is taken.
+    known.append(_highest_logged(log_folder, metrics))
     n = max(known) + 1
     atomic_write(shadow, f"{n}\n")
     atomic_write(visible, f"{n}\n", mode=0o644)

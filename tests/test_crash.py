@@ -474,3 +474,20 @@ def test_crash_inbox_archive_killed_at_every_step_archives_each_line_once(tmp_pa
         assert not left, f"killed at step {step}: left behind {left}"
         step += 1
     assert step > 5
+
+
+def test_crash_state_restored_from_an_old_backup_never_reuses_a_tick_number(root):
+    """After a disk failure the operator restores state/ from last night's copy; logs/ is newer."""
+    import shutil
+
+    root.ollama.content = reply(work_done="step")
+    for _ in range(3):
+        assert root.run("tick.py").returncode == 0
+    shutil.copytree(root.p("state"), root.p("backup"))
+    for _ in range(2):
+        assert root.run("tick.py").returncode == 0
+    shutil.rmtree(root.p("state"))
+    shutil.copytree(root.p("backup"), root.p("state"))
+    assert root.run("tick.py").returncode == 0
+    assert root.read("state/tick_counter.txt").strip() == "6"
+    assert [row["tick_n"] for row in root.metrics()] == ["1", "2", "3", "4", "5", "6"]
