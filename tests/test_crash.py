@@ -409,7 +409,8 @@ def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
     print(f"runs {runs} + 3 calm ticks, {phases.total() - phases['finished']} killed, by phase {dict(phases)}; "
           f"replies {dict(kinds)}; messages {len(checker.messages)}; tick counter {checker.counter}; "
           f"queued ids {len(checker.queue_ids)}; killed after running shell actions {unrecorded}; "
-          f"leftover processes killed {left_behind}; "
+          f"leftover processes killed {left_behind}; temp files left by kills "
+          f"{sum(1 for f in root.path.rglob('.*.tmp'))}; "
           f"start-up {timer.startup:.2f}s; {time.monotonic() - t0:.1f}s")
 
 
