@@ -28,6 +28,7 @@ from .config import SECRET_ENV
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
 from .paths import WRITE_MODES
+from .report import truncate
 from .telegram import resolve_thread
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ WRITE_MAX_BYTES = 1024 * 1024
 # the cap to give the scrubber the whole secret.
 SCRUB_MARGIN = 64 * 1024
 SUMMARY_MAX = 200
+POST_MAX_CHARS = 16000  # four Telegram messages
 MIN_TIME_LEFT_S = 1.0
 SECRET_ENV_NAMES = frozenset(SECRET_ENV.values())
 
@@ -176,6 +178,13 @@ def _text_arg(action, key, allow_blank=False):
     value = action.get(key)
     if not isinstance(value, str) or (not allow_blank and not value.strip()):
         raise ActionFailed(f"'{key}' must be a non-empty string")
+    # Neither can cross into argv, a URL or a file name: refuse here rather than crash in the OS call.
+    if "\x00" in value:
+        raise ActionFailed(f"'{key}' contains a NUL byte", "refused")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ActionFailed(f"'{key}' is not valid text (a lone surrogate)", "refused") from None
     return value
 
 
@@ -594,7 +603,10 @@ def _charset(content_type):
 
 def do_http_get(ctx, action):
     url = _text_arg(action, "url").strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ActionFailed(f"not a URL: {e}", url=url) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ActionFailed("http_get takes an http:// or https:// URL", url=url)
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
@@ -804,15 +816,21 @@ def do_git(ctx, action):
 
 # -- telegram ----------------------------------------------------------------------------------------------
 
+def _post_text(ctx, action):
+    """The text to post, scrubbed and cut with a visible marker: a runaway reply must not become thousands
+    of messages."""
+    return truncate(ctx.redactor.text(_text_arg(action, "text")), POST_MAX_CHARS)
+
+
 def do_telegram_post(ctx, action):
-    text = _text_arg(action, "text")
+    text = _post_text(ctx, action)
     thread = action.get("thread")
     thread = "log" if thread is None else thread
     thread_id = resolve_thread(ctx.cfg.telegram, thread)
     if thread_id is None:
         raise ActionFailed(f"unknown thread {short(repr(thread), 60)} (use log, requests, approvals, digest "
                            "or a thread number)")
-    delivered = bool(ctx.telegram.send(ctx.redactor.text(text), thread=thread_id))
+    delivered = bool(ctx.telegram.send(text, thread=thread_id))
     return {"type": "telegram_post", "ok": delivered, "status": "ok" if delivered else "error",
             "thread": thread, "delivered": delivered,
             "summary": short(f"posted to {thread}" if delivered else
@@ -820,9 +838,9 @@ def do_telegram_post(ctx, action):
 
 
 def do_ask_chris(ctx, action):
-    text = _text_arg(action, "text")
+    text = _post_text(ctx, action)
     thread = ctx.cfg.telegram.first_thread("requests", "log")
-    delivered = bool(ctx.telegram.send(ctx.redactor.text(text), thread=thread or "log"))
+    delivered = bool(ctx.telegram.send(text, thread=thread or "log"))
     return {"type": "ask_chris", "ok": delivered, "status": "ok" if delivered else "error",
             "delivered": delivered,
             "summary": "asked Chris (requests thread)" if delivered else

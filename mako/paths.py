@@ -69,6 +69,10 @@ class PathPolicy:
             raise PathRefused("path must be a non-empty string")
         if "\x00" in rel:
             raise PathRefused("path contains a NUL byte")
+        try:
+            os.fsencode(rel)
+        except UnicodeEncodeError:
+            raise PathRefused("path is not valid text (a lone surrogate)") from None
         if rel.startswith("/") or rel.startswith("~") or os.path.isabs(rel):
             raise PathRefused(f"absolute path refused: {rel[:200]}")
         parts = PurePosixPath(rel).parts

@@ -6,7 +6,8 @@ operator reading LAST_RESULTS or the payload sees exactly what the model got wro
 
 Replies are untrusted and may be huge or hostile, so extraction stays linear in the text's length: the
 brace matcher jumps between interesting characters with compiled regexes, and each candidate span is
-handed to `json.loads` at most once.
+handed to `json.loads` at most once. Validation replaces lone surrogates (half a UTF-16 pair, which JSON
+can spell as an escape) with U+FFFD, so everything written or sent from a reply is valid UTF-8.
 """
 
 import json
@@ -32,6 +33,11 @@ _BRACE_OR_QUOTE = re.compile(r'[{}"]')
 # it never backtracks).
 _STRING_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+# JSON may spell half a surrogate pair ("\ud800"): no file, journal line or request can carry one as UTF-8.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# A requested note name is looked up on disk every later tick: one the file system cannot take would
+# fail every one of them.
+NOTE_NAME_MAX = 255
 
 
 class _DuplicateKey(Exception):
@@ -164,6 +170,31 @@ def extract_json(text):
     return obj
 
 
+def _fix_text(text):
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def clean_surrogates(value):
+    """Replace every lone surrogate in a parsed reply by U+FFFD, in place (iteratively: a reply may nest as
+    deep as the parser allows). Returns the value."""
+    if isinstance(value, str):
+        return _fix_text(value)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, item in items:
+            if isinstance(item, str):
+                item = _fix_text(item)
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+            if isinstance(key, str) and _LONE_SURROGATE.search(key):
+                del node[key]
+                key = _fix_text(key)
+            node[key] = item
+    return value
+
+
 def _kind(value):
     if value is None:
         return "null"
@@ -276,6 +307,8 @@ def _request_notes(value, limit):
     notes = _list("request_notes", value)
     for i, name in enumerate(notes):
         _str(f"request_notes[{i}]", name)
+        if len(name) > NOTE_NAME_MAX or "\x00" in name:
+            raise ResponseError(f"request_notes[{i}]: not a file name (a NUL byte, or over {NOTE_NAME_MAX} chars)")
     if len(notes) > limit:
         raise ResponseError(f"request_notes: {len(notes)} names, at most {limit} allowed")
     return list(notes)
@@ -284,6 +317,7 @@ def _request_notes(value, limit):
 def validate_reply(obj, *, max_requested_notes, inbox_present):
     """A new dict with every §10 field present and normalised; ResponseError naming the field otherwise."""
     _object("reply", obj)
+    clean_surrogates(obj)
     given = obj.get("work_done")
     if inbox_present and (given is None or (isinstance(given, str) and not given.strip())):
         raise ResponseError("work_done: blank, but the INBOX must be acknowledged in work_done")
@@ -321,6 +355,7 @@ def normalise_slug(raw):
 def validate_scribe(obj):
     """The scribe's {kind: draft|skip, draft: {...}, skip: {...}} reply, normalised."""
     _object("reply", obj)
+    clean_surrogates(obj)
     kind = obj.get("kind")
     if kind not in SCRIBE_KINDS:
         raise ResponseError(f"kind: expected 'draft' or 'skip', got {_short(json.dumps(kind))}")

@@ -83,7 +83,7 @@ def resolve_thread(tg, thread):
         name = thread.strip().lower()
         if name in THREAD_NAMES:
             return tg.thread_id(name)
-        if name.isdigit():
+        if name.isdecimal():  # not isdigit: it takes "²", which int() refuses
             thread = int(name)
         else:
             return None
