@@ -15,7 +15,8 @@ An entry is an object:
   $CANARY, $REPO, $PROMPTS set) after the layout exists. `first`: a reply for an earlier tick that must
   succeed with every action ok (how a model plants a symlink with `shell`). `inbox`: operator text.
   `subprocess: true` runs the hostile tick as `python3 tick.py`, as the supervisor would.
-- `expect`: `rc` (0 or 1, default 0), `outcome` (default ok / parse_error), `files` (statuses of the
+- `expect`: `rc` (0 or 1, default 0), `error` (text in the tick's recorded errors: the field that was
+  wrong), `outcome` (default ok / parse_error), `files` (statuses of the
   `files[]` writes, in order), `actions` (statuses of the actions; an item may be a list of allowed
   statuses), `action_counts` ({status: n}), `untouched` / `absent` / `exists` (paths, root-relative unless
   absolute), `contains` / `lacks` ({path: text}), `payload_contains` (texts in the tick's payload), `queue`
@@ -50,7 +51,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOT_TOKEN, FALLBACK_KEY, PRIMARY_KEY, REPO, SECRETS, reply
+from conftest import BOT_TOKEN, FALLBACK_KEY, PRIMARY_KEY, REPO, SECRETS, deep_merge, reply
 
 from mako.actions import denylist_match
 
@@ -206,7 +207,7 @@ class Run:
 
     def prepare(self):
         root, entry = self.root, self.entry
-        root.write_config(**_merge(copy.deepcopy(CORPUS_CONFIG), entry.get("config", {})))
+        root.write_config(**deep_merge(copy.deepcopy(CORPUS_CONFIG), entry.get("config", {})))
         assert root.tick("--dry-run") == 0
         env = {**os.environ, **{k: v for k, v in self.names.items() if k in ("ROOT", "CANARY", "REPO", "PROMPTS")}}
         for cmd in entry.get("setup", []):
@@ -285,15 +286,6 @@ class Run:
         return payload
 
 
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def _status_ok(actual, allowed):
     return actual in allowed if isinstance(allowed, list) else actual == allowed
 
@@ -304,6 +296,8 @@ def check_expectations(run, payload, rc):
     want_rc = expect.get("rc", 0)
     assert rc == want_rc, (rc, payload["errors"], payload["actions"][:3])
     assert payload["outcome"] == expect.get("outcome", "ok" if want_rc == 0 else "parse_error")
+    if "error" in expect:
+        assert any(expect["error"] in e for e in payload["errors"]), payload["errors"]
     row = next(r for r in root.metrics() if r["tick_n"] == str(payload["tick_n"]))
     # A reply the provider client turned away would leave every other expectation vacuous.
     assert row["provider_used"] == expect.get("provider", "primary"), row["provider_used"]
@@ -418,7 +412,7 @@ def test_hostile_reply_contained_and_next_tick_runs(entry, root, tmp_path):
 
 ENTRY_KEYS = {"id", "description", "reply", "repeat", "config", "setup", "first", "inbox", "subprocess", "expect",
               "bare", "ascii", "shell_copies", "known_defect"}
-EXPECT_KEYS = {"rc", "outcome", "provider", "files", "actions", "action_counts", "untouched", "absent", "exists",
+EXPECT_KEYS = {"rc", "error", "outcome", "provider", "files", "actions", "action_counts", "untouched", "absent", "exists",
                "contains", "lacks", "payload_contains", "queue", "max_posts", "next_request_lacks"}
 
 
