@@ -1,21 +1,17 @@
 """The INBOX under hostile conditions (§7): no message lost, none shown twice.
 
-A writer that never waits for the ticks:
-
-A separate process plays the operator and adds 200 numbered messages to `state/INBOX.md` at random moments
-while real tick.py runs go back to back. It adds a message as a careful operator does: `cat > INBOX.md`
-only when there is no INBOX.md, `cat >> INBOX.md` when there is one. (A `>` on an INBOX.md that is still
-waiting would truncate the message before it: that loss is the operator's, and no tick could undo it.)
-Each write is one open/write/close; some hold the file open for a moment first, as a shell does while the
-command behind a redirection starts, so a tick can rename the file between the writer's open and write.
-
-Every message must reach exactly one tick's context (the fake Ollama records each user message), be
-archived exactly once, and be archived by the tick that showed it.
+A writer that never waits for the ticks: a separate process plays the operator and adds 200 numbered
+messages to `state/INBOX.md` at random moments while real tick.py runs go back to back. It adds a message
+as a careful operator does: `cat > INBOX.md` only when there is no INBOX.md, `cat >> INBOX.md` when there
+is one. (A `>` on an INBOX.md that is still waiting would truncate the message before it: that loss is the
+operator's, and no tick could undo it.) Each write is one open/write/close; some hold the file open for a
+moment first, as a shell does while the command behind a redirection starts, so a tick can rename the
+file between the writer's open and write. Every message must reach exactly one tick's context (the fake
+Ollama records each user message), be archived exactly once, and by the tick that showed it.
 
 An INBOX longer than the context cap: the model sees its head, so only that head may be archived; the
 rest waits for the next tick, which shows it.
 """
-
 import os
 import random
 import re
@@ -23,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -80,8 +77,8 @@ def test_inbox_race_concurrent_writer_each_message_shown_and_archived_once(root)
 
     def answer(req):
         out = happy(req)
-        # Never instant: a slow write lands within a few ms of the claim, well before the tick archives.
-        out.delay_s = delays.uniform(0.02, 0.06)
+        # Never instant: a slow write lands within a few ms of the claim, long before the tick archives.
+        out.delay_s = delays.uniform(0.05, 0.08)
         return out
 
     root.ollama.default = answer
@@ -131,7 +128,7 @@ def test_inbox_race_concurrent_writer_each_message_shown_and_archived_once(root)
         payload = root.payload(n)
         assert payload["outcome"] == "ok"
         seen = set(MSG_RE.findall(payload["user_message"]))
-        filed = {m for p in payload.get("inbox_archived", []) for m in MSG_RE.findall(open(p).read())}
+        filed = {m for p in payload.get("inbox_archived", []) for m in MSG_RE.findall(Path(p).read_text())}
         assert seen == filed, f"tick {n} showed {sorted(seen)} but archived {sorted(filed)}"
         with_inbox += bool(seen)
         most = max(most, len(seen))
@@ -167,7 +164,7 @@ def test_inbox_keep_shown_long_inbox_goes_in_parts_each_line_once(tmp_path):
             break
         assert "…[truncated" in message or n > 2  # the first parts do not fit
         whole = [line for line in message.split("\n") if line in originals]  # a cut line is not whole
-        text = "".join(open(f, encoding="utf-8").read() for f in filed)
+        text = "".join(Path(f).read_text(encoding="utf-8") for f in filed)
         assert text.split() == [w for line in whole for w in line.split()], f"tick {n} archived unseen lines"
         shown.update(line.split()[0] for line in whole)
         assert n < 40
@@ -187,7 +184,7 @@ def test_inbox_keep_shown_single_line_longer_than_the_cap_still_moves_on(tmp_pat
         message, filed = cycle(paths, n, max_tokens=1500)
         if message is None:
             break
-        parts += [open(f).read() for f in filed]
+        parts += [Path(f).read_text() for f in filed]
         assert parts[-1] and parts[-1] in message
     assert "".join(parts) == body and len(parts) > 2
 
