@@ -157,7 +157,8 @@ def is_gated(action, threshold_pence):
     """Whether an action must wait for the operator instead of running now (§13)."""
     if not isinstance(action, dict):
         return False
-    if action.get("needs_approval") is True:
+    # Anything but absent/false/null asks for approval: a model writing "true" or 1 means it too.
+    if action.get("needs_approval") not in (None, False):
         return True
     kind = action.get("type")
     if kind in GATED_TYPES:

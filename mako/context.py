@@ -118,7 +118,7 @@ def build(system_prompt, blocks, max_tokens):
 def _head_text(path, max_chars):
     try:
         data, cut = read_head(path, max_chars * 4)  # utf-8 is at most 4 bytes a char
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except OSError:  # missing, a folder, a loop of links: an empty block, never a failed tick
         return ""
     text = data.decode("utf-8", "replace")
     if cut or len(text) > max_chars:
@@ -193,15 +193,18 @@ def read_requested_notes(paths, max_notes, max_chars):
             skipped.append(f"{str(name)[:80]!r}: not a file name")
             continue
         rel = name.strip()
-        candidate = paths.root / rel if rel.startswith("notes/") else paths.notes / rel
-        real = Path(os.path.realpath(candidate))
-        if notes_root not in real.parents:
-            skipped.append(f"{rel[:80]}: not under notes/")
-        elif not real.is_file():
-            skipped.append(f"{rel[:80]}: no such note")
-        else:
-            shown = "notes/" + str(real.relative_to(notes_root))
-            loaded.append((shown, _head_text(real, max_chars)))
+        try:
+            candidate = paths.root / rel if rel.startswith("notes/") else paths.notes / rel
+            real = Path(os.path.realpath(candidate))
+            if notes_root not in real.parents:
+                skipped.append(f"{rel[:80]}: not under notes/")
+            elif not real.is_file():
+                skipped.append(f"{rel[:80]}: no such note")
+            else:
+                shown = "notes/" + str(real.relative_to(notes_root))
+                loaded.append((shown, _head_text(real, max_chars)))
+        except (OSError, ValueError) as e:  # a name the OS rejects (too long, NUL) is skipped, never fatal
+            skipped.append(f"{rel[:80]!r}: cannot be read ({e.__class__.__name__})")
     return loaded, skipped
 
 

@@ -7,7 +7,9 @@ that quotes private material).
 import errno
 import fcntl
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -21,7 +23,26 @@ def ensure_dir(path):
 
 
 def _bytes(data):
-    return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # backslashreplace: a lone surrogate from a model reply still leaves the file valid UTF-8.
+    return data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
+
+
+def displace(path):
+    """Move aside whatever stands at `path` if it is not a regular file (a planted symlink, a folder).
+
+    The wrapper's own files must stay writable whatever a shell action did to them; returns the new
+    name of what was moved, or None.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return None
+    aside = path.with_name(f"{path.name}.displaced-{time.time_ns()}")
+    os.rename(path, aside)
+    return aside
 
 
 def atomic_write(path, data, mode=FILE_MODE, durable=True):

@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fileio import append, atomic_write, ensure_dir, read_head
+from .fileio import append, atomic_write, displace, ensure_dir, read_head
 
 METRICS_COLUMNS = [
     "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
@@ -69,6 +69,7 @@ def append_metrics(path, row):
     """Append one row; a file whose header is not ours is renamed aside first, never appended to."""
     path = Path(path)
     ensure_dir(path.parent)
+    displace(path)
     header = _header_text()
     if path.exists():
         head, _ = read_head(path, len(header.encode()) + 1)

@@ -20,7 +20,7 @@ from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
                      ResponseError)
-from .fileio import FileLock, append, atomic_write, read_text
+from .fileio import FileLock, append, atomic_write, displace, read_text
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
 from .paths import PathPolicy, copy_file, ensure_layout
@@ -31,6 +31,7 @@ from .telegram import TelegramClient
 log = logging.getLogger("tick")
 
 MAX_WRITE_BYTES = 1024 * 1024
+MAX_FILES = 200
 COMPACT_FAIL_LIMIT = 3
 
 
@@ -198,9 +199,10 @@ class Tick:
         self.apply_files()
         self.run_actions()
         self.write_results()
-        append(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]))
-        atomic_write(cfg.paths.state / "next_notes.json",
-                     json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n", mode=0o644)
+        self.write_own(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
+                       append_only=True)
+        self.write_own(cfg.paths.state / "next_notes.json",
+                       json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n")
         self.update_compaction()
         self.payload["inbox_archived"] = inbox_mod.archive(cfg.paths, self.inbox)
 
@@ -212,26 +214,44 @@ class Tick:
         state = cfg.paths.state
         for key, name in (("state_md", "STATE.md"), ("next_md", "NEXT.md")):
             if reply[key] is not None:
-                atomic_write(state / name, reply[key], mode=0o644)
+                self.write_own(state / name, reply[key])
                 self.writes.append({"type": "write", "path": f"state/{name}", "ok": True, "status": "ok",
-                                    "bytes": len(reply[key].encode())})
+                                    "bytes": len(reply[key].encode("utf-8", "backslashreplace"))})
         persona = reply["persona_update"]
         if persona and persona["mode"] != "skip":
             if persona["mode"] == "append":
                 text = persona["content"] if persona["content"].endswith("\n") else persona["content"] + "\n"
-                append(state / "PERSONA.md", text)
+                self.write_own(state / "PERSONA.md", text, append_only=True)
             else:
-                atomic_write(state / "PERSONA.md", persona["content"], mode=0o644)
+                self.write_own(state / "PERSONA.md", persona["content"])
             self.writes.append({"type": persona["mode"], "path": "state/PERSONA.md", "ok": True,
-                                "status": "ok", "bytes": len(persona["content"].encode())})
-        for entry in reply["files"]:
-            self.writes.append(self.write_one(policy, entry["path"], entry["content"], entry["mode"]))
+                                "status": "ok", "bytes": len(persona["content"].encode("utf-8", "backslashreplace"))})
+        for i, entry in enumerate(reply["files"]):
+            if i >= MAX_FILES:
+                why = f"over {MAX_FILES} files in one reply; not written"
+            elif self.clock() > self.deadline - 5:
+                why = "no time left in this tick; not written"
+            else:
+                self.writes.append(self.write_one(policy, entry["path"], entry["content"], entry["mode"]))
+                continue
+            self.writes.append({"type": entry["mode"], "path": str(entry["path"])[:300], "ok": False,
+                                "status": "skipped", "summary": f"{str(entry['path'])[:200]}: {why}"})
         self.payload["files_written"] = self.writes
+
+    def write_own(self, path, text, append_only=False, durable=True):
+        """Write one of the wrapper's own state files, first moving aside a symlink or folder planted there."""
+        aside = displace(path)
+        if aside:
+            self.errors.append(f"{path.name} was not a regular file; moved aside to {aside.name}")
+        if append_only:
+            append(path, text)
+        else:
+            atomic_write(path, text, mode=0o644, durable=durable)
 
     def write_one(self, policy, path, content, mode):
         result = {"type": mode, "path": str(path)[:300], "mode": mode}
         try:
-            if len(content) > MAX_WRITE_BYTES:
+            if len(content.encode("utf-8", "backslashreplace")) > MAX_WRITE_BYTES:
                 raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
             target = policy.check_write(path)
             if self.mode == "compact" and target == Path(os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
@@ -287,7 +307,7 @@ class Tick:
         llm = self.llm
         text = report.last_results(self.n, self.mode, iso(), llm.slot if llm else None, llm.model if llm else None,
                                    self.writes, self.actions, getattr(self, "notes_skipped", ()), failure)
-        atomic_write(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), mode=0o644, durable=False)
+        self.write_own(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), durable=False)
 
     def update_compaction(self):
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"

@@ -456,6 +456,8 @@ def test_needs_approval_queues_instead_of_running(ctx):
     entries = read_queue(ctx.cfg.paths.pending / "pending_actions.jsonl")
     assert [e["action"]["cmd"] for e in entries] == ["touch ran"] and entries[0]["tick"] == 7
     r = run_action(ctx, {"type": "shell", "cmd": "touch ran", "needs_approval": "yes"})
+    assert r["status"] == "queued" and r["id"] == "q2" and not marker.exists()
+    r = run_action(ctx, {"type": "shell", "cmd": "touch ran", "needs_approval": False})
     assert r["status"] == "ok" and marker.exists()
 
 
@@ -475,7 +477,9 @@ def test_is_gated_rules():
     assert is_gated({"type": "spend", "amount_pence": 201, "reason": "x"}, 200)
     assert not is_gated({"type": "spend", "amount_pence": 200, "reason": "x"}, 200)
     assert is_gated({"type": "shell", "cmd": "x", "spend": {"amount_pence": 500, "reason": "x"}}, 200)
-    assert not is_gated({"type": "shell", "cmd": "x", "needs_approval": 1}, 200)
+    assert is_gated({"type": "shell", "cmd": "x", "needs_approval": 1}, 200)
+    assert is_gated({"type": "shell", "cmd": "x", "needs_approval": "true"}, 200)
+    assert not is_gated({"type": "shell", "cmd": "x", "needs_approval": None}, 200)
     assert is_gated({"type": "read_file", "needs_approval": True}, 200)
     assert is_gated({"type": "http_delete"}, 200)
     assert not is_gated({"type": "http_get", "url": "x"}, 200)
