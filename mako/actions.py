@@ -451,8 +451,11 @@ def _contains(hay, needle):
     while (k := hay.find(needle, start)) >= 0:
         before = hay[k - 1] if k else ""
         after = hay[k + len(needle):k + len(needle) + 1]
+        # A number at the end must end there too: "kill -9 1" is not "kill -9 1234".
+        number_end = needle[-1].isdigit() and after.isdigit()
         if not (word(needle[0]) and before and word(before)) and not (root_end and after and
-                                                                       (word(after) or after in "~/")):
+                                                                       (word(after) or after in "~/")) \
+                and not number_end:
             return True
         start = k + 1
     return False

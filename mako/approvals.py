@@ -17,6 +17,7 @@ import re
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 from .fileio import FileLock, append, atomic_write, read_text, tail_lines
 
@@ -78,18 +79,29 @@ def cut(value, limit=FIELD_MAX):
 
 
 def append_record(path, line):
-    """Append one JSON line; if a crash left the file without a final newline, start on a fresh line."""
-    prefix = ""
+    """Append one JSON line, keeping the file valid JSON Lines.
+
+    Appends are one write() each, so a torn last line means a write that never completed (a full disk, a
+    power cut): that fragment is cut off and kept beside the queue for the record, not left as a line.
+    """
     try:
-        with open(path, "rb") as f:
+        with open(path, "r+b") as f:
             f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
+            size = f.tell()
+            if size > 0:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
-                    prefix = "\n"
+                    f.seek(max(0, size - 65536))
+                    tail = f.read()
+                    cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else max(0, size - len(tail))
+                    f.seek(cut)
+                    fragment = f.read()
+                    append(Path(path).with_name(f"{Path(path).name}.torn"), fragment + b"\n")
+                    f.truncate(cut)
+                    os.fsync(f.fileno())
     except FileNotFoundError:
         pass
-    append(path, prefix + line + "\n")
+    append(path, line + "\n")
 
 
 @contextmanager

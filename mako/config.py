@@ -36,6 +36,13 @@ DEFAULT_DENYLIST = [
     "init 6",
     "systemctl stop mako-zero",
     "systemctl disable mako-zero",
+    "systemctl reboot",
+    "systemctl poweroff",
+    "systemctl halt",
+    "telinit",
+    "kill -9 1",
+    "kill -kill 1",
+    "find / -delete",
 ]
 
 NUMBER = (int, float)

@@ -9,6 +9,7 @@ import fnmatch
 import os
 import shutil
 import stat
+import time
 from pathlib import Path, PurePosixPath
 
 from .errors import PathRefused
@@ -35,17 +36,43 @@ def ensure_layout(cfg):
     for name in STATE_SEEDS:
         _seed(p.seed / name, p.state / name)
     _seed(p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")
+    remove_stale_temp_files(cfg)
 
 
 def _seed(src, dst):
+    """Copy a seed file into place only if nothing is there, whole or not at all (temp file, then link)."""
     if dst.exists() or dst.is_symlink() or not src.is_file():
         return
-    try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as f:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.seed.tmp")
+    with open(tmp, "wb") as f:
         f.write(src.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    try:
+        os.link(tmp, dst)  # fails if the operator created the file meanwhile: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+def remove_stale_temp_files(cfg, max_age_s=3600):
+    """Delete `.NAME.*.tmp` files a killed writer left behind in the wrapper's folders."""
+    p = cfg.paths
+    cutoff = time.time() - max_age_s
+    for folder in (p.state, p.private, p.notes, p.pending, p.logs, p.logs / "ticks", p.logs / "scribe"):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") and e.name.endswith(".tmp"):
+                try:
+                    if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
 
 
 def _is_under(path, folder):

@@ -175,6 +175,8 @@ class Tick:
         system_prompt, message, sizes, self.notes_skipped = assemble(
             cfg, self.mode, self.inbox.text if self.inbox.present else None)
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
+        # An INBOX longer than the context shows is archived only as far as it was shown.
+        self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
         if sizes["over_cap"]:
             self.set_compact_flag = True
             atomic_write(cfg.paths.state / "compact_pending.flag", "context over the input cap\n", mode=0o644)
@@ -295,6 +297,9 @@ class Tick:
             elif self.clock() > self.deadline - 2:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
+                # If the tick dies inside this action, the next tick must learn that it may have run.
+                self.write_results(failure=f"stopped while running action {i + 1} of {len(actions)} "
+                                           f"({str(action.get('type'))[:40]}); it may have run")
                 result = run_action(ctx, action)
             self.actions.append(result)
             self.payload["actions"] = self.actions

@@ -95,8 +95,9 @@ def test_queue_repairs_a_torn_last_line(queue):
     queue.seq_path.write_text("2\n")
     assert queue.enqueue({"type": "email_send", "to": "b"}, 2) == "q3"
     lines = queue_lines(queue)
-    assert len(lines) == 3 and lines[1] == '{"id":"q2","queued_at":"2025-'
-    assert json.loads(lines[2])["id"] == "q3"
+    assert [json.loads(line)["id"] for line in lines] == ["q1", "q3"]  # still valid JSON Lines
+    torn = queue.queue_path.with_name("pending_actions.jsonl.torn").read_text()
+    assert torn == '{"id":"q2","queued_at":"2025-\n'
     assert [e["id"] for e in read_queue(queue.queue_path)] == ["q1", "q3"]
 
 

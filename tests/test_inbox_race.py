@@ -189,8 +189,6 @@ def test_inbox_keep_shown_single_line_longer_than_the_cap_still_moves_on(tmp_pat
     assert "".join(parts) == body and len(parts) > 2
 
 
-@pytest.mark.xfail(strict=True, reason="Tick.transaction must call self.inbox.keep_shown(message) after "
-                                       "assemble(); until then the cut part of a long INBOX is archived unseen")
 def test_inbox_tick_longer_than_the_context_archives_only_what_was_shown(root):
     root.ollama.content = reply(work_done="read the INBOX")
     assert root.run("tick.py").returncode == 0
