@@ -15,9 +15,8 @@ def truncate(text, limit):
     """Cut text to `limit` chars with the visible §8 marker."""
     if len(text) <= limit:
         return text
-    cut = len(text) - limit
-    marker = f"…[truncated {cut} chars]"
-    keep = max(0, limit - len(marker))
+    # Leave room for the marker itself (sized for the most chars it could report).
+    keep = max(0, limit - len(f"…[truncated {len(text)} chars]"))
     return text[:keep] + f"…[truncated {len(text) - keep} chars]"
 
 

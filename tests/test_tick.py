@@ -417,7 +417,6 @@ def test_tick_compaction_archives_journal_and_clears_flag(root):
     journal = root.read("state/JOURNAL.md")
     assert journal.startswith("#summary of everything\n") and "— compacted" in journal
     assert not root.p("state/compact_pending.flag").exists()
-    assert "compact.md" or True
     system = root.ollama.chat_requests()[1]["messages"][0]["content"]
     assert system == (Path(__file__).resolve().parent.parent / "prompts" / "compact.md").read_text()
 
@@ -480,3 +479,14 @@ def test_tick_sigterm_mid_action_records_itself_and_kills_the_command(root):
     assert row["outcome"] == "terminated"
     assert root.payload(1)["outcome"] == "terminated"
     assert root.telegram.messages[-1]["text"].startswith("🦫 #1 FAIL · Terminated")
+
+
+def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
+    root.ollama.reply_content(reply(telegram="word " * 1000, drift_flag="chasing a side project"))
+    assert root.tick() == 0
+    (post,) = root.telegram.messages
+    lines = post["text"].split("\n")
+    assert len(lines[1]) == 1000 and lines[1].endswith("chars]") and "…[truncated " in lines[1]
+    assert lines[2].endswith("⚠️ drift: chasing a side project")
+    (row,) = root.metrics()
+    assert row["drift_flag"] == "chasing a side project"
