@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,25 @@ BOT_TOKEN = "123456789:AAE-fake-test-token-abcdefghijklmnopq"
 CHAT_ID = -1001234567890
 THREADS = {"log": 11, "requests": 22, "approvals": 33, "digest": 44}
 SECRETS = (PRIMARY_KEY, FALLBACK_KEY, BOT_TOKEN)
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def closed_port_url():
+    """A 127.0.0.1 URL where nothing listens (connection refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
 
 
 def deep_merge(base, extra):

@@ -7,7 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import BOT_TOKEN, CHAT_ID, PRIMARY_KEY, SECRETS, THREADS
+from conftest import BOT_TOKEN, CHAT_ID, PRIMARY_KEY, SECRETS, THREADS, alive
 
 from mako.actions import ActionContext, denylist_match, git_refusal, is_gated, run_action
 from mako.approvals import ApprovalQueue, read_queue
@@ -53,14 +53,6 @@ def assert_no_secret(result):
         assert secret not in text
 
 
-def alive(pid):
-    """True while pid is a live (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def wait_gone(pid, within=3.0):

@@ -4,12 +4,12 @@ exit code, metrics row, payload attempts, error log, the Telegram post, and that
 
 import json
 import re
-import socket
 import time
 
 import pytest
 
-from conftest import BOT_TOKEN, CHAT_ID, FALLBACK_KEY, PRIMARY_KEY, SECRETS, THREADS, reply
+from conftest import (BOT_TOKEN, CHAT_ID, FALLBACK_KEY, PRIMARY_KEY, SECRETS, THREADS, closed_port_url,
+                      reply)
 from fakes import (Reply, error_envelope_200, go_usage_limit, ollama_thinking_only, ollama_usage_limit,
                    reasoning_only, tg_429, tg_error, utf16_len)
 
@@ -22,12 +22,6 @@ DEFAULT_COOLDOWN_S = 15 * 60
 GO_USAGE_RETRY_AFTER_S = 3600
 
 
-def closed_port_url():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def slot_config(root, side, **overrides):

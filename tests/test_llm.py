@@ -2,12 +2,11 @@
 deadlines, and that no secret reaches an attempt record or a provider."""
 
 import json
-import socket
 import time
 
 import pytest
 
-from conftest import BOT_TOKEN, FALLBACK_KEY, PRIMARY_KEY, SECRETS
+from conftest import BOT_TOKEN, FALLBACK_KEY, PRIMARY_KEY, SECRETS, closed_port_url
 from fakes import (Reply, error_envelope_200, go_usage_limit, ollama_thinking_only, ollama_usage_limit,
                    reasoning_only)
 from mako.errors import AllProvidersFailed
@@ -26,12 +25,6 @@ def call(root, system="You are mako.", user="Tick 1. Do the next thing.", deadli
     return call_providers(cfg, system, user, clock() + deadline_in, Redactor(cfg.secrets()), clock=clock)
 
 
-def closed_port_url():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def cooldowns(root):

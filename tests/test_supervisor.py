@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import alive
+
 from mako.children import STOPPED, TIMEOUT, ChildRunner, StopSignal
 from mako.config import load_config
 from mako.schedule import (BACKOFF_MAX_EXTRA_S, DIGEST_RETRY_S, Scheduler, ScheduleState, backoff_gap,
@@ -409,14 +411,6 @@ def test_schedule_cleans_up_once_a_day(tmp_path):
 # -- real processes ---------------------------------------------------------------------------------------
 
 
-def alive(pid):
-    """True while `pid` runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def wait_for(predicate, timeout=10.0):

@@ -3,13 +3,12 @@ token never shows up in a record or a log line."""
 
 import json
 import logging
-import socket
 import time
 
 import pytest
 import yaml
 
-from conftest import BOT_TOKEN, PRIMARY_KEY
+from conftest import BOT_TOKEN, PRIMARY_KEY, closed_port_url
 from fakes import FakeTelegram, Reply, tg_429, tg_error
 from mako.config import load_config
 from mako.redact import Redactor
@@ -56,12 +55,6 @@ def client(tmp_path, fake):
     c.close()
 
 
-def closed_port_url():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def test_telegram_send_posts_plain_text_to_log_thread(client, fake):
