@@ -36,7 +36,6 @@ def ensure_layout(cfg):
     for name in STATE_SEEDS:
         _seed(p.seed / name, p.state / name)
     _seed(p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")
-    remove_stale_temp_files(cfg)
 
 
 def _seed(src, dst):

@@ -23,7 +23,7 @@ from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, Deadline
 from .fileio import FileLock, append, atomic_write, displace, read_text
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, copy_file, ensure_layout
+from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
@@ -143,6 +143,7 @@ class Tick:
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
+            remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
             self.n = counter.next_tick(cfg.paths)
             self.payload["tick_n"] = self.n
             try:

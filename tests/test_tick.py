@@ -490,3 +490,14 @@ def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
     assert lines[2].endswith("⚠️ drift: chasing a side project")
     (row,) = root.metrics()
     assert row["drift_flag"] == "chasing a side project"
+
+
+def test_tick_clears_stale_temp_files_only(root):
+    root.tick("--dry-run")
+    old, fresh = root.p("state/.STATE.md.123.tmp"), root.p("state/.NEXT.md.456.tmp")
+    old.write_text("x")
+    fresh.write_text("y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    assert not old.exists() and fresh.exists()
