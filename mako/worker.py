@@ -178,7 +178,8 @@ class Tick:
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
         # An INBOX longer than the context shows is archived only as far as it was shown.
         self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
-        if sizes["over_cap"]:
+        # A compaction tick is the remedy for an over-cap context (its journal fills the cap by design).
+        if sizes["over_cap"] and self.mode != "compact":
             self.set_compact_flag = True
             atomic_write(cfg.paths.state / "compact_pending.flag", "context over the input cap\n", mode=0o644)
         log.info("tick %d (%s): %d tokens in", self.n, self.mode, sizes["total"])

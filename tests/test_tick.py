@@ -501,3 +501,19 @@ def test_tick_clears_stale_temp_files_only(root):
     root.ollama.reply_content(reply())
     assert root.tick() == 0
     assert not old.exists() and fresh.exists()
+
+
+def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
+    root.write_config(context={"max_input_tokens": 4000})
+    root.tick("--dry-run")
+    root.p("state/JOURNAL.md").write_text("".join(f"#{i} 2026-01-01T00:00:00+00:00 — did thing {i}\n"
+                                                  for i in range(5000)))
+    root.p("state/compact_pending.flag").write_text("x\n")
+    root.ollama.reply_content(reply(work_done="compacted", files=[
+        {"path": "state/JOURNAL.md", "content": "#summary\n"}]))
+    assert root.tick() == 0
+    payload = root.payload(1)
+    assert payload["mode"] == "compact" and payload["sizes"]["total"] <= 4000
+    assert "did thing 4999" in payload["user_message"] and "did thing 0\n" not in payload["user_message"]
+    assert not root.p("state/compact_pending.flag").exists()
+    assert len(list(root.p("archive").glob("journal-*.md"))) == 1
