@@ -270,7 +270,9 @@ def _check(file, key, value, expected):
         if not ok:
             raise ConfigError(f"{file}: {key}: expected a list of strings")
     if not ok:
-        raise ConfigError(f"{file}: {key}: expected {_type_name(expected)}, got {value!r}"[:300])
+        # A secret of the wrong type is still a secret: name its type, never echo it.
+        shown = type(value).__name__ if key.endswith(("api_key", "bot_token")) else repr(value)
+        raise ConfigError(f"{file}: {key}: expected {_type_name(expected)}, got {shown}"[:300])
     if key in POSITIVE_KEYS and value <= 0:
         raise ConfigError(f"{file}: {key}: must be greater than 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and key != "telegram.chat_id":

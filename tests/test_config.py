@@ -216,3 +216,10 @@ def test_config_entry_point_exits_78_on_bad_config(tmp_path, script):
     bad = write(tmp_path, "supervisor:\n  digest_hour_local: 99\n", "bad.yaml")
     proc = run_exit_check([str(CODE / script), "--config", str(bad)], tmp_path)
     assert_one_line_78(proc, bad, "supervisor.digest_hour_local")
+
+
+def test_config_wrong_type_secret_is_not_echoed(tmp_path):
+    path = write(tmp_path, "llm:\n  primary:\n    api_key: 98765432109876\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "llm.primary.api_key" in str(e.value) and "98765432109876" not in str(e.value)
