@@ -179,10 +179,6 @@ class Paths:
         """state/.mako/: the wrapper's own bookkeeping (locks, claims, sequences, ledgers)."""
         return self.state / ".mako"
 
-    @property
-    def config_file(self):
-        return self.root / "config.yaml"
-
 
 @dataclass
 class Section:

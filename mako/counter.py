@@ -24,17 +24,16 @@ def _read_number(path):
     return int(m.group(1)) if m else None
 
 
-def _highest_logged(folder, metrics=None, pattern=PAYLOAD_RE):
+def _highest_logged(folders, metrics=None):
+    """The highest run number named by a payload or error-N.log in `folders`, or in metrics.csv's tail."""
     best = 0
-    for d in (folder, folder.parent if metrics else None):
-        if d is None:
-            continue
+    for folder in folders:
         try:
-            names = os.listdir(d)
+            names = os.listdir(folder)
         except FileNotFoundError:
             continue
         for name in names:
-            m = pattern.match(name) or ERROR_RE.match(name)
+            m = PAYLOAD_RE.match(name) or ERROR_RE.match(name)
             if m:
                 best = max(best, int(m.group(1)))
     if metrics is not None:
@@ -45,11 +44,11 @@ def _highest_logged(folder, metrics=None, pattern=PAYLOAD_RE):
     return best
 
 
-def next_number(visible, shadow, log_folder, metrics=None):
+def next_number(visible, shadow, log_folders, metrics=None):
     """Bump and persist the counter; return the new number (written to both files before use)."""
     known = [v for v in (_read_number(visible), _read_number(shadow)) if v is not None]
     # The logs outlive state/ (a restored backup, a hand edit): a number they show is taken.
-    known.append(_highest_logged(log_folder, metrics))
+    known.append(_highest_logged(log_folders, metrics))
     n = max(known) + 1
     atomic_write(shadow, f"{n}\n")
     atomic_write(visible, f"{n}\n", mode=0o644)
@@ -57,17 +56,11 @@ def next_number(visible, shadow, log_folder, metrics=None):
 
 
 def next_tick(paths):
-    return next_number(paths.state / "tick_counter.txt", paths.private / "tick_counter", paths.logs / "ticks",
-                       paths.logs / "metrics.csv")
-
-
-def current_tick(paths):
-    """The last tick number handed out (0 when none), without bumping."""
-    known = [v for v in (_read_number(paths.state / "tick_counter.txt"),
-                         _read_number(paths.private / "tick_counter")) if v is not None]
-    return max(known) if known else 0
+    # Tick payloads live in logs/ticks/, their error-N.log files in logs/.
+    return next_number(paths.state / "tick_counter.txt", paths.private / "tick_counter",
+                       (paths.logs / "ticks", paths.logs), paths.logs / "metrics.csv")
 
 
 def next_scribe(paths):
     return next_number(paths.private / "scribe_counter.txt", paths.private / "scribe_counter.shadow",
-                       paths.logs / "scribe")
+                       (paths.logs / "scribe",))

@@ -142,11 +142,6 @@ def tail_lines(path, n, block=65536):
     return lines[-n:]
 
 
-def last_line(path):
-    lines = tail_lines(path, 1)
-    return lines[0] if lines else ""
-
-
 class FileLock:
     """An exclusive, non-blocking flock on a lock file; released when the process dies, whatever the death."""
 

@@ -257,8 +257,9 @@ class Tick:
         try:
             if len(content.encode("utf-8", "backslashreplace")) > MAX_WRITE_BYTES:
                 raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
-            target = policy.check_write(path)
-            if self.mode == "compact" and target == Path(os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
+            # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
+            if self.mode == "compact" and policy.check_write(path) == Path(
+                    os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
                 result["journal_archived_to"] = self.archive_journal()
             result["bytes"] = policy.write(path, content, mode)
             result.update(ok=True, status="ok")
