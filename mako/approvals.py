@@ -38,6 +38,7 @@ KEY_FIELDS = {
 # For anything queued only because it asked for approval, the field that says what it would do.
 FALLBACK_FIELDS = ("cmd", "url", "path", "text")
 ID_RE = re.compile(r"^q(\d+)$")
+GATED_TYPES = ("email_send", "cf_api", "http_post", "http_put", "http_delete")
 
 
 def action_sha256(action):
@@ -70,6 +71,38 @@ def read_queue(path):
 def valid_pence(value):
     """A spend amount is a non-negative int; a bool is not an amount."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_gated(action, threshold_pence):
+    """Whether an action must wait for the operator instead of running now (§13)."""
+    if not isinstance(action, dict):
+        return False
+    # Anything but absent/false/null asks for approval: a model writing "true" or 1 means it too.
+    if action.get("needs_approval") not in (None, False):
+        return True
+    kind = action.get("type")
+    if kind in GATED_TYPES:
+        return True
+
+    def over(amount):
+        return valid_pence(amount) and amount > threshold_pence
+
+    if kind == "spend" and over(action.get("amount_pence")):
+        return True
+    spend = action.get("spend")
+    return isinstance(spend, dict) and over(spend.get("amount_pence"))
+
+
+def spend_problem(spend, prefix=""):
+    """What is wrong with a `spend` object ({amount_pence, reason}), or None when it is well-formed."""
+    if not isinstance(spend, dict):
+        return f"{prefix or 'spend '}must be an object {{amount_pence, reason}}"
+    if not valid_pence(spend.get("amount_pence")):
+        return f"{prefix}amount_pence must be a non-negative integer (pence)"
+    reason = spend.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        return f"{prefix}reason must be a non-empty string"
+    return None
 
 
 def cut(value, limit=FIELD_MAX):

@@ -13,13 +13,18 @@ import os
 import select
 import signal
 import subprocess
+import tempfile
 import time
+
+from .config import SECRET_ENV
+from .redact import SCRUB_MARGIN, clip
 
 TIMEOUT = "TIMEOUT"
 STOPPED = "STOPPED"
 KILL_GRACE_S = 5.0
 # Without pidfds the wait falls back to polling the child this often; never used on current Linux.
 POLL_S = 0.2
+SECRET_ENV_NAMES = frozenset(SECRET_ENV.values())
 
 
 class StopSignal:
@@ -155,3 +160,44 @@ class ChildRunner:
             signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
+
+
+# -- commands run for actions (shell, git) ------------------------------------------------------------
+
+def child_env(extra=None):
+    """The wrapper's environment minus its secrets (they live in config-overriding env vars)."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_NAMES}
+    env.update(extra or {})
+    return env
+
+
+def run_process(argv, cwd, env, timeout, max_bytes, redactor):
+    """Run argv in its own session; output to temp files; kill the group at the timeout.
+
+    Returns exit_code (None when killed), timed_out, and each stream scrubbed and clipped.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, close_fds=True)
+        timed_out = False
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        except BaseException:
+            # SIGTERM from the supervisor (or anything else) mid-command: never leave the group behind.
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        result = {"exit_code": code, "timed_out": timed_out}
+        for name, f in (("stdout", out), ("stderr", err)):
+            # A background child may still be writing: take a snapshot of what is there now.
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(0)
+            data = f.read(min(size, max_bytes + SCRUB_MARGIN))
+            result[name], result[f"{name}_truncated"] = clip(redactor, data, max_bytes, max(size, len(data)))
+        return result

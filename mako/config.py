@@ -10,40 +10,12 @@ from pathlib import Path
 
 import yaml
 
+from .denylist import DEFAULT_DENYLIST
 from .errors import ConfigError
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = "/srv/mako-zero"
 
-DEFAULT_DENYLIST = [
-    "rm -rf /",
-    "rm -rf /*",
-    "rm -rf ~",
-    "mkfs",
-    "shutdown",
-    "reboot",
-    "halt",
-    "poweroff",
-    "passwd",
-    "dd if=/dev/zero of=/dev/",
-    "dd if=/dev/random of=/dev/",
-    ":(){ :|:& };:",
-    "chmod -r 000 /",
-    "chown -r",
-    "> /dev/sda",
-    "userdel",
-    "init 0",
-    "init 6",
-    "systemctl stop mako-zero",
-    "systemctl disable mako-zero",
-    "systemctl reboot",
-    "systemctl poweroff",
-    "systemctl halt",
-    "telinit",
-    "kill -9 1",
-    "kill -kill 1",
-    "find / -delete",
-]
 
 NUMBER = (int, float)
 

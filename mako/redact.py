@@ -11,6 +11,9 @@ MARK = "<redacted>"
 BOT_TOKEN_RE = re.compile(r"bot\d{3,}:[A-Za-z0-9_-]{10,}")
 BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 MIN_SECRET_LEN = 4
+# Output is scrubbed before it is cut, so a secret straddling the cut is still caught; read this much past
+# the cap to give the scrubber the whole secret.
+SCRUB_MARGIN = 64 * 1024
 
 
 class Redactor:
@@ -51,3 +54,32 @@ class Redactor:
             else:
                 out[k] = self.text(v)
         return out
+
+
+def _drop_partial_secret(text, secrets):
+    """Cut a secret's leading fragment off the end of text that was read only in part."""
+    for secret in secrets:
+        for k in range(min(len(secret) - 1, len(text)), 0, -1):
+            if text.endswith(secret[:k]):
+                text = text[:-k]
+                break
+    return text
+
+
+def clip(redactor, data, limit, total=None, encoding="utf-8"):
+    """Decode, scrub, then cut to `limit` bytes with a visible marker: (text, truncated).
+
+    `data` is what was read; `total` the full size when known (None: there was more, size unknown).
+    """
+    partial = total is None or total > len(data)
+    text = redactor.text(data.decode(encoding, "replace"))
+    if partial:
+        text = _drop_partial_secret(text, getattr(redactor, "secrets", ()))
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit and not partial:
+        return text, False
+    kept = raw[:limit].decode("utf-8", "ignore")
+    if total is None:
+        return kept + f"…[truncated: more than {limit} bytes]", True
+    omitted = total - len(data) + len(raw) - len(kept.encode("utf-8", "surrogatepass"))
+    return kept + f"…[truncated {omitted} bytes]", True

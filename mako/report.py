@@ -20,6 +20,11 @@ def truncate(text, limit):
     return text[:keep] + f"…[truncated {len(text) - keep} chars]"
 
 
+def short(text, limit):
+    """`text` on one line (runs of whitespace folded to a space), cut to `limit` chars with the marker."""
+    return truncate(" ".join(str(text).split()), limit)
+
+
 def icon(result):
     return ICONS.get(result.get("status"), "✅" if result.get("ok") else "❌")
 

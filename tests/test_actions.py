@@ -9,7 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import BOT_TOKEN, CHAT_ID, PRIMARY_KEY, SECRETS, THREADS, alive
 
-from mako.actions import ActionContext, denylist_match, git_refusal, is_gated, run_action
+from mako.actions import ActionContext, run_action
+from mako.approvals import is_gated
+from mako.denylist import denylist_match
+from mako.gitpolicy import git_refusal
 from mako.approvals import ApprovalQueue, read_queue
 from mako.config import DEFAULT_DENYLIST
 from mako.paths import PathPolicy, ensure_layout

@@ -53,7 +53,7 @@ import pytest
 
 from conftest import BOT_TOKEN, FALLBACK_KEY, PRIMARY_KEY, REPO, SECRETS, deep_merge, reply
 
-from mako.actions import denylist_match
+from mako.denylist import denylist_match
 
 HERE = Path(__file__).resolve().parent
 CORPUS_FILE = HERE / "hostile_corpus.json"
