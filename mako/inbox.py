@@ -7,9 +7,11 @@ between the two, the claim's link count (2) tells the next tick it is already ar
 model was shown is archived: the part of a long INBOX that the context cap cut stays for the next tick.
 """
 
+import fcntl
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,9 +130,32 @@ def _existing_claims(paths, repair=True):
     return out
 
 
+@contextmanager
+def _locked(path, shared=False):
+    """An flock on the file at `path`: the chat listener appends under the same lock (mako/steering.py), so
+    a read never sees half an entry and an entry never lands in a claim after the tick is done with it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def _read(path):
-    with open(path, "rb") as f:
+    with _locked(path, shared=True), open(path, "rb") as f:
         return f.read(MAX_INBOX_BYTES)
+
+
+def _drop_if_blank(path, data):
+    """Remove a claim that holds only whitespace (an empty INBOX.md is not a message); True if removed."""
+    if data.strip():
+        return False
+    with _locked(path):
+        if os.path.getsize(path) != len(data):
+            return False  # written to since it was read: a message after all
+        os.unlink(path)
+    return True
 
 
 def peek(paths):
@@ -166,8 +191,7 @@ def claim(paths, tick_n):
     claims = []
     for path in _existing_claims(paths):
         data = _read(path)
-        if not data.strip() and os.path.getsize(path) == len(data):
-            os.unlink(path)  # an empty INBOX.md is not a message
+        if _drop_if_blank(path, data):
             continue
         claims.append(Claim(path, data))
     return Inbox(claims)
@@ -215,6 +239,22 @@ def _finish_split(claim_path, marker, claim_ino):
     fsync_dir(marker.parent)
 
 
+def _archive_claim(archive_dir, c, when):
+    with _locked(c.path) as fd:
+        st = os.fstat(fd)
+        current = c.path.read_bytes()
+        if len(current) > len(c.data) and current.startswith(c.data):
+            marker = c.path.with_name(f".{c.path.name}.{st.st_ino}.shown")
+            atomic_write(marker, c.data)
+            target = _link_into(archive_dir, marker, when)
+            _finish_split(c.path, marker, st.st_ino)
+        else:
+            target = _link_into(archive_dir, c.path, when)
+            os.unlink(c.path)
+            fsync_dir(c.path.parent)
+    return target
+
+
 def archive(paths, inbox, now=None):
     """Archive every claim that was shown; keep anything written to a claim after it was read.
 
@@ -228,18 +268,7 @@ def archive(paths, inbox, now=None):
     when = datetime.fromtimestamp(now if now is not None else time.time())  # local time, as the README says
     for c in inbox.claims:
         try:
-            st = os.lstat(c.path)
-            current = c.path.read_bytes()
+            archived.append(str(_archive_claim(archive_dir, c, when)))
         except FileNotFoundError:
             continue
-        if len(current) > len(c.data) and current.startswith(c.data):
-            marker = c.path.with_name(f".{c.path.name}.{st.st_ino}.shown")
-            atomic_write(marker, c.data)
-            target = _link_into(archive_dir, marker, when)
-            _finish_split(c.path, marker, st.st_ino)
-        else:
-            target = _link_into(archive_dir, c.path, when)
-            os.unlink(c.path)
-            fsync_dir(c.path.parent)
-        archived.append(str(target))
     return archived

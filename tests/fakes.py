@@ -564,6 +564,17 @@ class FakeTelegram(FakeServer):
         self.messages = []
         self.delivered = []
         self._next_id = 900
+        # getUpdates: pending updates (dropped once an offset above them is sent), the sticky allowed_updates,
+        # the highest offset ever sent, and the generation of the newest poll (an older one is terminated).
+        self.updates = []
+        self.allowed_updates = None
+        self.confirmed = 0
+        self.polls = 0
+        self._next_update_id = 500000
+        self._poll_gen = 0
+        self._changed = threading.Condition()
+        self.answers = []
+        self.edits = []
         super().__init__()
 
     tg_429 = staticmethod(tg_429)
@@ -600,10 +611,158 @@ class FakeTelegram(FakeServer):
         if method in ("deletewebhook", "setmycommands"):
             return Reply(200, {"ok": True, "result": True})
         if method == "getupdates":
-            return Reply(200, {"ok": True, "result": []})
+            return self._get_updates(self._params(req))
         if method == "sendmessage":
             return self._send_message(self._params(req))
+        if method == "answercallbackquery":
+            return self._answer_callback(self._params(req))
+        if method == "editmessagetext":
+            return self._edit_message(self._params(req))
         return tg_error(404, "Not Found")
+
+    # -- inbound: updates, long polling, button presses --------------------------------------------------
+
+    def add_update(self, **kinds):
+        """Queue one update (`message=...`, `callback_query=...`, `edited_message=...`); returns its id."""
+        with self._changed:
+            self._next_update_id += 1
+            update = dict(kinds, update_id=self._next_update_id)
+            self.updates.append(update)
+            self._changed.notify_all()
+        return update["update_id"]
+
+    def user(self, user_id, first_name="Chris", is_bot=False, username=None):
+        out = {"id": user_id, "is_bot": is_bot, "first_name": first_name}
+        if username:
+            out["username"] = username
+        return out
+
+    def send_text(self, text, user_id, chat_id=None, thread=None, reply_to=None, first_name="Chris", **extra):
+        """Queue a message as a person would type it; `reply_to` is a message dict (e.g. one the bot sent)
+        or a message_id of a delivered post. Returns the update_id."""
+        with self._lock:
+            self._next_id += 1
+            message_id = self._next_id
+        message = {"message_id": message_id, "from": self.user(user_id, first_name),
+                   "chat": {"id": chat_id if chat_id is not None else self.chat_id, "type": "supergroup",
+                            "title": "Fake ops", "is_forum": True},
+                   "date": int(time.time())}
+        if text is not None:
+            message["text"] = text
+        if thread:
+            message["message_thread_id"] = thread
+            message["is_topic_message"] = True
+        if isinstance(reply_to, int):
+            reply_to = self.sent_message(reply_to)
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        message.update(extra)
+        return self.add_update(message=message)
+
+    def press(self, data, user_id, message=None, first_name="Chris"):
+        """Queue a button press on `message` (a delivered post, or its message_id). Returns the update_id."""
+        if isinstance(message, int):
+            message = self.sent_message(message)
+        query = {"id": uuid.uuid4().hex[:16], "from": self.user(user_id, first_name),
+                 "chat_instance": "-42", "data": data}
+        if message is not None:
+            query["message"] = message
+        return self.add_update(callback_query=query)
+
+    def sent_message(self, message_id):
+        """The bot's delivered post with this id (as last edited), or None."""
+        with self._lock:
+            for _, message in self.delivered:
+                if message["message_id"] == message_id:
+                    return dict(message)
+        return None
+
+    def _get_updates(self, params):
+        try:
+            offset = int(params.get("offset") or 0)
+            timeout = float(params.get("timeout") or 0)
+            limit = int(params.get("limit") or 100)
+        except (TypeError, ValueError):
+            return tg_error(400, "Bad Request: wrong parameter type")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, str):
+            try:
+                allowed = json.loads(allowed)
+            except ValueError:
+                return tg_error(400, "Bad Request: can't parse allowed updates")
+        deadline = time.monotonic() + max(0.0, min(timeout, 50.0))
+        with self._changed:
+            self.polls += 1
+            self._poll_gen += 1
+            gen = self._poll_gen
+            self._changed.notify_all()  # an older poll still waiting is terminated (it gets 409)
+            if allowed is not None:
+                self.allowed_updates = list(allowed)
+            if offset:
+                # Sending an offset confirms every update below it: they are gone for good.
+                self.confirmed = max(self.confirmed, offset)
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            while True:
+                if gen != self._poll_gen:
+                    return tg_error(409, "Conflict: terminated by other getUpdates request; make sure that only "
+                                         "one bot instance is running")
+                ready = [u for u in self.updates if self._wanted(u)][:max(1, min(limit, 100))]
+                left = deadline - time.monotonic()
+                if ready or left <= 0 or self._closing.is_set():
+                    return Reply(200, {"ok": True, "result": ready})
+                self._changed.wait(min(left, 0.5))
+
+    def _wanted(self, update):
+        kinds = [k for k in update if k != "update_id"]
+        allowed = self.allowed_updates
+        if not allowed:  # None or []: everything but the member/reaction kinds
+            return True
+        return any(k in allowed for k in kinds)
+
+    def _answer_callback(self, params):
+        if not params.get("callback_query_id"):
+            return tg_error(400, "Bad Request: query is too old and response timeout expired or query ID is "
+                                 "invalid")
+        text = params.get("text") or ""
+        if utf16_len(text) > 200:
+            return tg_error(400, "Bad Request: MESSAGE_TOO_LONG")
+        with self._lock:
+            self.answers.append(dict(params))
+        return Reply(200, {"ok": True, "result": True})
+
+    def _edit_message(self, params):
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return tg_error(400, "Bad Request: message text is empty")
+        if utf16_len(text) > 4096:
+            return tg_error(400, "Bad Request: message is too long")
+        try:
+            message_id = int(params.get("message_id"))
+        except (TypeError, ValueError):
+            return tg_error(400, "Bad Request: message identifier is not specified")
+        with self._lock:
+            for sent, message in self.delivered:
+                if message["message_id"] != message_id or str(message["chat"]["id"]) != str(params.get("chat_id")):
+                    continue
+                markup = params.get("reply_markup")
+                if message["text"] == text and message.get("reply_markup") == markup:
+                    return tg_error(400, "Bad Request: message is not modified: specified new message content "
+                                         "and reply markup are exactly the same as a current content and reply "
+                                         "markup of the message")
+                message["text"] = text
+                message["edit_date"] = int(time.time())
+                if markup:
+                    message["reply_markup"] = markup
+                else:
+                    message.pop("reply_markup", None)
+                self.edits.append(dict(params))
+                return Reply(200, {"ok": True, "result": dict(message)})
+        return tg_error(400, "Bad Request: message to edit not found")
+
+    def close(self):
+        super().close()
+        with self._changed:
+            self._changed.notify_all()  # a parked poll sees the closing flag now, not at its timeout
 
     @staticmethod
     def _bot():
@@ -639,6 +798,8 @@ class FakeTelegram(FakeServer):
                 message["is_topic_message"] = True
             if params.get("link_preview_options"):
                 message["link_preview_options"] = params["link_preview_options"]
+            if params.get("reply_markup"):
+                message["reply_markup"] = params["reply_markup"]
             self.delivered.append((dict(params), message))
         return Reply(200, {"ok": True, "result": message})
 

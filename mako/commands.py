@@ -1,0 +1,216 @@
+"""The chat's commands (§20): what an allowed person's message asks for, and the answer it gets.
+
+A command is the first word, in any case, with or without a leading `/` and an `@<botname>` suffix:
+`approve|yes qN [note]`, `reject|no qN [reason]`, `done qN [note]`, `pause [reason]`, `resume`, `status`,
+`help`. `yes`, `no` and `done` are everyday answers too ("no, keep the old title"), so without a slash they
+are commands only when an id (`q…`) follows; otherwise the message is steering for the INBOX. Approvals go
+through the same decision code as `approve.py` (mako.decisions), bound to the hash the post showed when
+they come from a button.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+
+from .fileio import read_head, tail_lines
+from .pause import pause, paused_reason, resume
+from .stats import parse_ts
+
+ALIASES = {"approve": "approve", "yes": "approve", "reject": "reject", "no": "reject", "done": "done",
+           "pause": "pause", "resume": "resume", "status": "status", "help": "help"}
+NEEDS_ID = ("approve", "reject", "done")
+SOFT_WORDS = ("yes", "no", "done")  # commands only with an id or a slash
+DECISION = {"approve": "approved", "reject": "rejected", "done": "done"}
+ID_RE = re.compile(r"^q0*(\d{1,9})$", re.IGNORECASE)
+ID_LIKE_RE = re.compile(r"^q(\d\S*)?$", re.IGNORECASE)
+CALLBACK_RE = re.compile(r"^([ar]):q(\d{1,9}):([0-9a-f]{8})$")
+WORD_MAX = 40
+UNAVAILABLE = "Approvals from the chat are not available in this version; use approve.py on the server."
+
+HELP = """Commands (the first word; a leading / is fine):
+approve qN [note] (or: yes qN) - run a queued action now
+reject qN [reason] (or: no qN) - drop it
+done qN [note] - mark it done by hand
+pause [reason] - no ticks or scribe runs until resume
+resume - go on
+status - how the agent is doing
+help - this list
+Anything else goes to the INBOX for the next tick."""
+
+
+@dataclass
+class Command:
+    name: str             # approve|reject|done|pause|resume|status|help, or "other_bot"
+    qid: str = None
+    note: str = ""
+    error: str = None     # a bad id: the one line to answer, nothing decided
+
+
+def _decisions():
+    """The approvals module, when this install has it."""
+    try:
+        from . import decisions
+    except ImportError:
+        return None
+    return decisions
+
+
+def _word(text):
+    text = " ".join(str(text).split())
+    return text if len(text) <= WORD_MAX else text[:WORD_MAX] + "…"
+
+
+def parse(text, bot_username=None):
+    """The Command a message holds, or None when it is steering text."""
+    parts = text.strip().split(None, 1)
+    if not parts:
+        return None
+    first, rest = parts[0], (parts[1] if len(parts) > 1 else "")
+    slash = first.startswith("/")
+    word = first[1:] if slash else first
+    if "@" in word:
+        word, _, to = word.partition("@")
+        if bot_username and to.lower() != bot_username.lower():
+            return Command("other_bot")  # `/status@another_bot` is not for us, and not steering either
+    name = ALIASES.get(word.lower())
+    if name is None:
+        return None
+    args = rest.split(None, 1)
+    if word.lower() in SOFT_WORDS and not slash and not (args and ID_LIKE_RE.match(args[0])):
+        return None
+    if name not in NEEDS_ID:
+        return Command(name, note=rest.strip())
+    if not args:
+        return Command(name, error=f"{word.lower()} needs an id: {word.lower()} qN [note] (see `status`).")
+    m = ID_RE.match(args[0])
+    if not m:
+        return Command(name, error=f"\"{_word(args[0])}\" is not an approval id; they look like q12.")
+    note = args[1].strip() if len(args) > 1 else ""
+    if note and ID_LIKE_RE.match(note.split()[0]):
+        return Command(name, error=f"One id at a time: {word.lower()} q{int(m.group(1))} [note]. Nothing decided.")
+    return Command(name, qid=f"q{int(m.group(1))}", note=note)
+
+
+def parse_button(data):
+    """(decision, qid, sha8) from a button's callback_data, or None for anything else."""
+    m = CALLBACK_RE.match(data) if isinstance(data, str) else None
+    if not m:
+        return None
+    return ("approved" if m.group(1) == "a" else "rejected"), f"q{int(m.group(2))}", m.group(3)
+
+
+class Commands:
+    """Runs commands for listen.py; each method returns the text to answer with."""
+
+    def __init__(self, cfg, telegram, deadline, clock=time.time):
+        self.cfg = cfg
+        self.telegram = telegram
+        self.deadline = deadline
+        self.clock = clock
+
+    def run(self, cmd, user_id):
+        if cmd.error:
+            return cmd.error
+        if cmd.name in NEEDS_ID:
+            return self.decide(cmd.qid, DECISION[cmd.name], user_id, note=cmd.note).message
+        return getattr(self, "do_" + cmd.name)(cmd, user_id)
+
+    def decide(self, qid, decision, user_id, note="", sha8=None):
+        """Decide through mako.decisions; an Outcome-like object with ok and message."""
+        decisions = _decisions()
+        if decisions is None:
+            return _Said(False, UNAVAILABLE)
+        # Never wait on the tick lock past the time this run must end by.
+        wait = 60.0 if self.deadline is None else max(1.0, min(60.0, self.deadline - self.clock() - 5))
+        try:
+            return decisions.decide(self.cfg, qid, decision, f"telegram:{user_id}", note, expect_sha8=sha8,
+                                    lock_wait_s=wait, telegram=self.telegram)
+        except decisions.Busy:
+            return _Said(False, f"A tick is running; {qid} is not decided yet. Try again in a minute.")
+
+    def do_pause(self, cmd, user_id):
+        pause(self.cfg.paths, cmd.note, f"telegram:{user_id}")
+        return f"⏸ Paused: {paused_reason(self.cfg.paths)}. No tick or scribe run starts until `resume`."
+
+    def do_resume(self, cmd, user_id):
+        if resume(self.cfg.paths):
+            return "▶️ Resumed: the next tick starts on schedule."
+        return "Not paused; nothing to resume."
+
+    def do_help(self, cmd, user_id):
+        return HELP
+
+    def do_status(self, cmd, user_id):
+        return status_text(self.cfg, self.clock())
+
+    def do_other_bot(self, cmd, user_id):
+        return None
+
+
+class _Said:
+    def __init__(self, ok, message):
+        self.ok = ok
+        self.message = message
+
+
+def _age(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _last_tick(cfg, now):
+    path = cfg.paths.logs / "metrics.csv"
+    try:
+        head, _ = read_head(path, 4096)
+    except OSError:
+        return "last tick: none recorded"
+    header = head.decode("utf-8", "replace").split("\n", 1)[0].split(",")
+    last = tail_lines(path, 1)
+    row = last[0].split(",") if last else []
+    if len(row) < len(header) or row == header:
+        return "last tick: none recorded"
+    cells = dict(zip(header, row))
+    ts = parse_ts(cells.get("ts", ""))
+    age = f", {_age(now - ts.timestamp())} ago" if ts else ""
+    model = "/".join(c for c in (cells.get("provider_used"), cells.get("model_used")) if c)
+    return (f"last tick: #{cells.get('tick_n', '?')} {cells.get('outcome') or '?'}{age}"
+            + (f" ({model})" if model else ""))
+
+
+def status_text(cfg, now):
+    """A few lines from bounded reads: pause, last tick, INBOX, approvals."""
+    lines = []
+    reason = paused_reason(cfg.paths)
+    lines.append(f"⏸ paused: {reason}" if reason else "▶️ running")
+    lines.append(_last_tick(cfg, now))
+    inbox = cfg.paths.state / "INBOX.md"
+    try:
+        size = inbox.stat().st_size
+    except OSError:
+        size = 0
+    try:
+        claims = sum(1 for p in (cfg.paths.private / "inbox").iterdir() if p.name.startswith("claim-"))
+    except OSError:
+        claims = 0
+    parts = []
+    if size:
+        parts.append(f"{size} bytes waiting")
+    if claims:
+        parts.append(f"{claims} held by a tick")
+    lines.append("INBOX: " + (", ".join(parts) if parts else "empty"))
+    decisions = _decisions()
+    if decisions is None:
+        lines.append("approvals: see approve.py on the server")
+    else:
+        try:
+            count, oldest = decisions.open_summary(cfg)
+            lines.append(f"approvals: {count} open" + (f" (oldest {oldest})" if oldest else ""))
+        except Exception as e:  # a status line must not take the listener down
+            lines.append(f"approvals: unreadable ({type(e).__name__})")
+    return "\n".join(lines)

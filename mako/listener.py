@@ -1,0 +1,302 @@
+"""listen.py's loop (§20): long-poll the chat until a given time, act on each update exactly once.
+
+Exactly once, across kills and restarts:
+- The offset sent to getUpdates (which makes Telegram forget everything below it) is persisted in
+  `state/.mako/telegram_offset` only after the update's effect is durable, so a kill before that point
+  gets the update again.
+- Each effect is idempotent by update_id through `state/.mako/telegram_applied.json`: the ids finished
+  recently, and the one being worked on. A steering entry is recorded there (with its exact text) before it
+  is appended; if a kill comes between the append and the "finished" mark, the next run finds the entry in
+  the INBOX, a claim or a fresh archive and does not append it again. A decision is safe to repeat by
+  itself: mako.decisions refuses an id that is already decided.
+
+Telegram's faults are waited out inside the run's time: 429 for its retry_after, 409 (another poller),
+5xx and refused connections with a growing pause. A 401 is one clear line and exit 1. SIGTERM ends the
+run within a second, even in the middle of a long poll, but never in the middle of an effect.
+"""
+
+import json
+import sys
+import time
+from collections import Counter
+
+from .children import StopSignal
+from .commands import Commands, parse, parse_button
+from .fileio import atomic_write, read_text
+from .inbound import IGNORED, BotApi, BotApiError, allowed, classify, same_chat, sender_name, topic_of
+from .redact import Redactor
+from .steering import append_entry, asked_ids, entry_landed, entry_text, replied_to_id
+from .telegram import TelegramClient
+
+OFFSET_FILE = "telegram_offset"
+APPLIED_FILE = "telegram_applied.json"
+APPLIED_KEEP = 500
+MIN_POLL_LEFT_S = 2.0
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+CONFLICT_WAIT_S = 5.0
+ACK = "📥 Got it: in the INBOX for the next tick."
+DECIDED_MARK = {"approved": "✅ approved", "rejected": "🚫 rejected"}
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived during a long poll."""
+
+
+class Stop(StopSignal):
+    """StopSignal that also breaks out of a blocking long poll (but of nothing else)."""
+
+    polling = False
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        if self.polling:
+            self.polling = False
+            raise Interrupted()
+
+
+class Bookkeeping:
+    """The persisted offset and the applied-ids record, both in state/.mako/."""
+
+    def __init__(self, paths):
+        self.offset_path = paths.private / OFFSET_FILE
+        self.applied_path = paths.private / APPLIED_FILE
+        try:
+            value = int(read_text(self.offset_path, "0").strip() or 0)
+        except ValueError:
+            value = 0
+        self.offset = max(0, value)
+        try:
+            data = json.loads(read_text(self.applied_path, "{}"))
+        except ValueError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        done = data.get("done") if isinstance(data.get("done"), list) else []
+        self.done = [i for i in done if isinstance(i, int)]
+        started = data.get("started")
+        self.started = started if isinstance(started, dict) and isinstance(started.get("id"), int) else None
+
+    def _save(self):
+        atomic_write(self.applied_path, json.dumps({"done": self.done[-APPLIED_KEEP:], "started": self.started},
+                                                   ensure_ascii=False) + "\n")
+
+    def start(self, uid, entry=None):
+        self.started = {"id": uid, "at": time.time(), "entry": entry}
+        self._save()
+
+    def started_for(self, uid):
+        return self.started if self.started and self.started["id"] == uid else None
+
+    def finish(self, uid):
+        self.done = [i for i in self.done if i != uid][-(APPLIED_KEEP - 1):] + [uid]
+        self.started = None
+        self._save()
+
+    def advance(self, uid):
+        if uid + 1 > self.offset:
+            self.offset = uid + 1
+            atomic_write(self.offset_path, f"{self.offset}\n")
+
+
+class Listener:
+    """One run of listen.py: poll until `until` (or once), print what was taken and ignored."""
+
+    def __init__(self, cfg, stop, clock=time.time, out=print):
+        self.cfg = cfg
+        self.tg = cfg.telegram
+        self.stop = stop
+        self.clock = clock
+        self.out = out
+        self.redactor = Redactor(cfg.secrets())
+        self.api = BotApi(self.tg, self.redactor)
+        self.book = Bookkeeping(cfg.paths)
+        self.telegram = None
+        self.commands = None
+        self.bot_username = None
+        self.taken = Counter()
+        self.ignored = Counter()
+
+    def say(self, text, err=False):
+        self.out(f"listen: {self.redactor.text(text)}", file=sys.stderr if err else sys.stdout, flush=True)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def run(self, until=None, once=False):
+        """Poll until the epoch `until` (None: until stopped), or once. Exit code: 0 after a normal end or SIGTERM, 1 on a bad token (or any error with --once)."""
+        self.telegram = TelegramClient(self.tg, self.redactor, deadline=until, clock=self.clock)
+        self.commands = Commands(self.cfg, self.telegram, until, clock=self.clock)
+        try:
+            return self._loop(until, once)
+        finally:
+            self.api.close()
+            self.telegram.close()
+            self.say(self.summary())
+
+    def _poll(self, timeout, read_timeout):
+        self.stop.polling = True
+        try:
+            if self.stop.requested:
+                raise Interrupted()
+            return self.api.get_updates(self.book.offset, timeout, read_timeout)
+        finally:
+            self.stop.polling = False
+
+    def _loop(self, until, once):
+        backoff = BACKOFF_FIRST_S
+        first = True
+        while not self.stop.requested:
+            if once:
+                timeout, read = 0, 10.0
+            else:
+                left = self._left(until)
+                if left < MIN_POLL_LEFT_S:
+                    break
+                timeout = int(min(50, left - 1))
+                read = min(timeout + 10.0, left)
+            try:
+                if first:
+                    self.bot_username = self._whoami()
+                    first = False
+                updates = self._poll(timeout, read)
+            except Interrupted:
+                break
+            except BotApiError as e:
+                if e.kind == "unauthorized":
+                    self.say("Telegram refused the bot token (401 Unauthorized); check telegram.bot_token",
+                             err=True)
+                    return 1
+                if once:
+                    self.say(f"getUpdates failed: {e}", err=True)
+                    return 1
+                wait = self._wait_for(e, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self.say(f"getUpdates: {e.kind}: {e} (waiting {wait:.0f}s)", err=True)
+                self.stop.sleep(min(wait, max(0.0, self._left(until) - MIN_POLL_LEFT_S)))
+                continue
+            backoff = BACKOFF_FIRST_S
+            for update in sorted(updates, key=lambda u: u["update_id"]):
+                uid = update["update_id"]
+                if uid < self.book.offset:
+                    continue  # confirmed already; only a misbehaving server sends it again
+                self.handle(update)
+                self.book.advance(uid)
+            if once:
+                if self.book.offset:
+                    self._confirm()
+                break
+        return 0
+
+    def _left(self, until):
+        return float("inf") if until is None else until - self.clock()
+
+    def _whoami(self):
+        """The bot's @username (to tell `/status@us` from `/status@another_bot`); a 401 ends the run."""
+        try:
+            return self.api.get_me().get("username")
+        except BotApiError as e:
+            if e.kind == "unauthorized":
+                raise
+            return None
+
+    def _confirm(self):
+        """With --once, tell Telegram the last batch is done (a later run would confirm it anyway)."""
+        try:
+            self.api.get_updates(self.book.offset, 0, 10.0)
+        except BotApiError:
+            pass
+
+    @staticmethod
+    def _wait_for(error, backoff):
+        if error.kind == "rate_limited":
+            return error.retry_after if error.retry_after is not None else backoff
+        if error.kind == "conflict":
+            return max(CONFLICT_WAIT_S, backoff)
+        return backoff
+
+    def summary(self):
+        taken = sum(self.taken.values())
+        parts = [f"{n} {k}" for k, n in sorted(self.taken.items())]
+        text = f"{taken} taken" + (f" ({', '.join(parts)})" if parts else "")
+        ignored = sum(self.ignored.values())
+        order = [k for k in IGNORED if k in self.ignored] + sorted(set(self.ignored) - set(IGNORED))
+        text += f", {ignored} ignored" + (f" ({', '.join(f'{self.ignored[k]} {k}' for k in order)})"
+                                          if ignored else "")
+        return text
+
+    # -- one update ---------------------------------------------------------------------------------------
+
+    def handle(self, update):
+        uid = update["update_id"]
+        kind, obj = classify(update, self.tg)
+        if kind == "ignored":
+            self.ignored[obj] += 1
+            return
+        if uid in self.book.done:
+            self.ignored["already done"] += 1
+            return
+        if kind == "callback":
+            self.press(uid, obj)
+            return
+        cmd = parse(obj["text"], self.bot_username)
+        if cmd is None:
+            self.steer(uid, obj)
+        elif cmd.name == "other_bot":
+            self.ignored["for another bot"] += 1
+        else:
+            self.command(uid, obj, cmd)
+
+    def reply(self, msg, text):
+        if text:
+            self.telegram.send(text, thread=topic_of(msg))
+
+    def steer(self, uid, msg):
+        started = self.book.started_for(uid)
+        if started and started.get("entry") and entry_landed(self.cfg.paths, started["entry"], started["at"]):
+            pass  # appended before a kill; only the mark was missing
+        else:
+            question = replied_to_id(msg) in asked_ids(self.cfg.paths)
+            entry = entry_text(self.tg, msg, sender_name(msg.get("from")), topic_of(msg), question)
+            self.book.start(uid, entry)
+            append_entry(self.cfg.paths, entry)
+        self.book.finish(uid)
+        self.taken["steering"] += 1
+        self.reply(msg, ACK)
+
+    def command(self, uid, msg, cmd):
+        self.book.start(uid)
+        answer = self.commands.run(cmd, msg["from"]["id"])
+        self.book.finish(uid)
+        self.taken[cmd.name if not cmd.error else "bad command"] += 1
+        self.reply(msg, answer)
+
+    def press(self, uid, query):
+        qid_ = query.get("id")
+        post = query.get("message") if isinstance(query.get("message"), dict) else None
+        chat = post.get("chat") if post and isinstance(post.get("chat"), dict) else {}
+        if not allowed(query.get("from"), self.tg):
+            self.ignored["other user"] += 1
+            self.api.answer_callback(qid_, "Only the operator can decide this.", alert=True)
+            return
+        button = parse_button(query.get("data"))
+        if button is None or not post or not same_chat(chat.get("id"), self.tg.chat_id):
+            self.ignored["bad button"] += 1
+            self.api.answer_callback(qid_, "This button is not one of mine.")
+            return
+        decision, qid, sha8 = button
+        self.book.start(uid)
+        outcome = self.commands.decide(qid, decision, query["from"]["id"], sha8=sha8)
+        self.book.finish(uid)
+        self.taken["button"] += 1
+        self.api.answer_callback(qid_, str(outcome.message)[:200], alert=not outcome.ok)
+        if outcome.ok and isinstance(post.get("message_id"), int) and isinstance(post.get("text"), str):
+            who = sender_name(query.get("from"))
+            stamp = time.strftime("%H:%M UTC", time.gmtime(self.clock()))
+            self.api.edit_text(chat["id"], post["message_id"],
+                               f"{post['text']}\n\n{DECIDED_MARK[decision]} by {who} · {stamp}")
+
+
+def install_stop():
+    """A Stop that SIGTERM and SIGINT trip (call from the main thread)."""
+    stop = Stop()
+    stop.install()
+    return stop
