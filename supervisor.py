@@ -5,7 +5,8 @@ Started by `mako-zero.service` (Type=simple) and stopped with SIGTERM. It loads 
 missing layout under the root, prints its timetable, then loops: the first tick at start-up, each next
 tick `supervisor.tick_interval_s` after the previous one ended, the scribe every
 `supervisor.scribe_interval_s` (when `scribe.enabled`), the digest once a day at
-`supervisor.digest_hour_local` (when `digest.enabled`), and once a day it deletes payload files older than
+`supervisor.digest_hour_local` (when `digest.enabled`), `listen.py` in the gaps between them when Telegram
+inbound is on, and once a day it deletes payload files older than
 `logging.keep_days`. Each child is `python3 <script> --config <config>` in its own process group, killed
 with its group at its timeout. The timetable is kept in `state/.mako/schedule.json`; the rules are in
 `mako/schedule.py`, child handling in `mako/children.py`.
@@ -25,6 +26,7 @@ from pathlib import Path
 from mako.children import ChildRunner, StopSignal
 from mako.cli import Parser, load_or_exit
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
+from mako.inbound import off_reason
 from mako.paths import ensure_layout
 from mako.schedule import Scheduler, run_forever, timezone_name
 
@@ -60,6 +62,8 @@ def main(argv=None):
     say(f"  tick every {sup.tick_interval_s:g}s")
     say(f"  scribe every {sup.scribe_interval_s:g}s ({'on' if cfg.scribe.enabled else 'off'})")
     say(f"  digest at {sup.digest_hour_local:02d}:00 local" + ("" if cfg.digest.enabled else " (off)"))
+    off = off_reason(cfg)
+    say("  telegram inbound " + (f"off ({off})" if off else "on (listen.py in the idle gaps)"))
     say(f"  config {cfg.path}")
     say(f"  timezone {timezone_name()}")
 

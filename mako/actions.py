@@ -26,6 +26,7 @@ from .gitpolicy import git_env, git_refusal
 from .paths import WRITE_MODES
 from .redact import clip
 from .report import truncate
+from .steering import record_question
 from .telegram import resolve_thread
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,11 @@ def do_ask_chris(ctx, action):
     text = _post_text(ctx, action)
     thread = ctx.cfg.telegram.first_thread("requests", "log")
     delivered = bool(ctx.telegram.send(text, thread=thread or "log"))
+    if delivered:
+        try:  # so an answer from the chat is marked as one (§20); a lost record costs only that mark
+            record_question(ctx.cfg.paths, ctx.telegram.last_message_id)
+        except OSError as e:
+            log.warning("could not record the question's message id: %s", e)
     return {"type": "ask_chris", "ok": delivered, "status": "ok" if delivered else "error",
             "delivered": delivered,
             "summary": "asked Chris (requests thread)" if delivered else

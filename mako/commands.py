@@ -93,7 +93,7 @@ def parse(text, bot_username=None):
 
 def parse_button(data):
     """(decision, qid, sha8) from a button's callback_data, or None for anything else."""
-    m = CALLBACK_RE.match(data) if isinstance(data, str) else None
+    m = CALLBACK_RE.fullmatch(data) if isinstance(data, str) else None
     if not m:
         return None
     return ("approved" if m.group(1) == "a" else "rejected"), f"q{int(m.group(2))}", m.group(3)

@@ -9,8 +9,6 @@ press by one, gets past it; everything else comes back with the reason it was ig
 
 import logging
 
-import requests
-
 from .errors import MakoError
 
 log = logging.getLogger("mako.inbound")
@@ -54,6 +52,9 @@ class BotApi:
     """The Bot API methods listen.py needs; each returns the `result` or raises BotApiError."""
 
     def __init__(self, tg, redactor):
+        # Imported here: the supervisor reads off_reason() from this module and stays small without it.
+        import requests
+        self.requests = requests
         self.tg = tg
         self.redactor = redactor
         self.session = requests.Session()
@@ -72,7 +73,7 @@ class BotApi:
         read = max(0.5, read_timeout)
         try:
             resp = self.session.post(url, json=params, timeout=(min(CONNECT_TIMEOUT_S, read), read))
-        except requests.RequestException as e:
+        except self.requests.RequestException as e:
             raise BotApiError(None, self.scrub(f"{type(e).__name__}: {e}")[:300]) from None
         try:
             data = resp.json()

@@ -23,13 +23,21 @@ from .children import STOPPED
 from .fileio import atomic_write
 
 SCHEDULE_FILE = "schedule.json"
-ROLES = ("tick", "scribe", "digest")
+ROLES = ("tick", "scribe", "digest", "listen")
 EXIT_BUSY = 75
 BACKOFF_MAX_EXTRA_S = 3600
 BACKOFF_MAX_DOUBLINGS = 4
 DIGEST_RETRY_S = 600
 ERROR = "ERROR"
 PAYLOAD_FOLDERS = ("ticks", "scribe")
+# listen.py fills the idle gaps (§20): only gaps this long are worth a start, and it is told to end this
+# long before the next job is due, so it has exited (and the job starts on time) even at its slowest.
+LISTEN_MIN_GAP_S = 5.0
+LISTEN_END_EARLY_S = 1.0
+LISTEN_KILL_AFTER_S = 5.0
+LISTEN_RETRY_S = 60.0
+# A gap with no end in sight (a due job held back, e.g. while paused) is listened to in pieces this long.
+LISTEN_PIECE_S = 60.0
 
 
 def backoff_gap(interval, failures):
@@ -164,6 +172,8 @@ class Scheduler:
         self.started = False
         self.tick_next = None
         self.digest_retry_at = 0.0
+        self.listen_on = cfg.telegram.inbound_on
+        self.listen_retry_at = 0.0
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 
@@ -260,6 +270,12 @@ class Scheduler:
             self._scribe(now)
         elif job == "cleanup":
             self._cleanup(now)
+        elif self.listen_on and now >= self.listen_retry_at:
+            nxt = self.next_due(now)
+            until = (nxt if nxt > now else now + LISTEN_PIECE_S) - LISTEN_END_EARLY_S
+            if until - now >= LISTEN_MIN_GAP_S:
+                self._listen(now, until)
+                return self.next_due(self.clock())
         return self.next_due(self.clock()) if job else self.next_due(now)
 
     def _run(self, label, argv, timeout):
@@ -321,6 +337,17 @@ class Scheduler:
         else:
             self.digest_retry_at = end + gap
         self._save()
+
+    def _listen(self, now, until):
+        """listen.py until just before the next job is due; killed shortly after that if it overstays."""
+        argv = self._argv("listen.py", "--until", f"{until:.0f}")
+        rc = self._run("listen", argv, until - now + LISTEN_KILL_AFTER_S)
+        if rc == STOPPED:
+            return
+        # A failing listener (a bad token, a broken install) waits before the next try instead of spinning.
+        gap = self._account("listen", rc, LISTEN_RETRY_S)
+        if rc != 0:
+            self.listen_retry_at = self.clock() + gap
 
     def _cleanup(self, now):
         keep = self.cfg.logging.keep_days

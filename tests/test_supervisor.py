@@ -573,11 +573,12 @@ def test_supervisor_real_run_prints_timetable_runs_ticks_and_stops_on_sigterm(tm
     lines = out.lines
     assert rc == 0
     assert took < 4
-    assert lines[:6] == [
+    assert lines[:7] == [
         "[supervisor] starting",
         "[supervisor]   tick every 1s",
         "[supervisor]   scribe every 7200s (off)",
         "[supervisor]   digest at 08:00 local (off)",
+        "[supervisor]   telegram inbound off (telegram.inbound.enabled is false)",
         f"[supervisor]   config {config.resolve()}",
         "[supervisor]   timezone UTC (UTC+00:00)",
     ]
