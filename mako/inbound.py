@@ -83,7 +83,8 @@ class BotApi:
             data = {}
         if resp.status_code == 200 and data.get("ok") is True:
             return data.get("result")
-        description = data.get("description") or resp.text[:200] or resp.reason
+        # A proxy's HTML error page says nothing its status line does not.
+        description = data.get("description") or resp.reason or resp.text[:200]
         params_out = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
         retry = params_out.get("retry_after")
         if not isinstance(retry, (int, float)) or isinstance(retry, bool) or retry < 0:

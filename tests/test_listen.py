@@ -312,3 +312,199 @@ def test_listen_buttons_refused_for_strangers_and_odd_data(chat):
     assert tg.sent_message(post).get("reply_markup") == markup or answers[3] != UNAVAILABLE
     assert not chat.p("pending/decisions.jsonl").exists() or answers[3] != UNAVAILABLE
     assert inbox(chat) == ""
+
+
+# -- faults and time ----------------------------------------------------------------------------------------
+
+def test_listen_waits_out_429_409_5xx_within_until(chat, capsys, monkeypatch):
+    from fakes import tg_error, tg_429
+    import mako.listener
+    monkeypatch.setattr(mako.listener, "CONFLICT_WAIT_S", 0.5)
+    monkeypatch.setattr(mako.listener, "BACKOFF_FIRST_S", 0.25)
+    tg = chat.telegram
+    tg.push("getUpdates", tg_429(1), tg_error(409, "Conflict: terminated by other getUpdates request; make sure "
+                                                   "that only one bot instance is running"),
+            Reply(mode="html"), Reply(500, {"ok": False, "error_code": 500, "description": "Internal Server Error"}))
+    tg.send_text("after the storm", CHRIS)
+    began = time.monotonic()
+    assert listen(chat, "--until", str(time.time() + 9)) == 0
+    took = time.monotonic() - began
+    assert steering_texts(chat) == ["> after the storm"]
+    err = capsys.readouterr().err
+    assert "getUpdates: rate_limited: HTTP 429: Too Many Requests: retry after 1 (waiting 1s)" in err
+    assert "getUpdates: conflict: HTTP 409" in err and "getUpdates: server: HTTP 502: Bad Gateway (" in err
+    assert "getUpdates: server: HTTP 500" in err
+    assert BOT_TOKEN not in err
+    assert 6 < took < 9  # it kept polling after the faults, and ended by --until
+
+
+def test_listen_refused_connection_waited_out_and_ends_by_until(chat, capsys):
+    from conftest import closed_port_url
+    chat.write_config(telegram={"api_base_url": closed_port_url(),
+                                "inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+    began = time.monotonic()
+    assert listen(chat, "--until", str(time.time() + 5)) == 0
+    took = time.monotonic() - began
+    err = capsys.readouterr().err
+    assert "getUpdates: network: ConnectionError" in err and BOT_TOKEN not in err
+    assert err.count("getUpdates: network") >= 2
+    assert took < 5
+
+
+def test_listen_bad_token_is_one_line_and_exit_1(chat, capsys):
+    chat.write_config(telegram={"bot_token": "999:wrong-token-abcdefghijklmnop",
+                                "inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+    chat.telegram.send_text("not read", CHRIS)
+    began = time.monotonic()
+    assert listen(chat, "--until", str(time.time() + 30)) == 1
+    assert time.monotonic() - began < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["listen: Telegram refused the bot token (401 Unauthorized); check telegram.bot_token"]
+    assert inbox(chat) == ""
+
+
+def test_listen_off_says_why(root, capsys):
+    import listen as entry
+    assert entry.main(["--config", str(root.config_path), "--once"]) == 1
+    assert "Telegram inbound is off: telegram.inbound.enabled is false" in capsys.readouterr().err
+    root.write_config(telegram={"inbound": {"enabled": True}})
+    assert entry.main(["--config", str(root.config_path), "--once"]) == 1
+    assert "telegram.inbound.allowed_user_ids is empty" in capsys.readouterr().err
+    assert not root.telegram.requests_to(f"/bot{BOT_TOKEN}/getUpdates")
+
+
+def test_listen_usage_errors(chat, capsys):
+    with pytest.raises(SystemExit) as e:
+        listen(chat, "--once", "--until", "5")
+    assert e.value.code == 2
+
+
+def test_listen_long_polls_and_takes_a_message_within_a_second(chat):
+    tg = chat.telegram
+    seen = {}
+
+    def operator():
+        time.sleep(1.5)
+        seen["sent"] = time.monotonic()
+        tg.send_text("are you there?", CHRIS)
+        while not steering_texts(chat) and time.monotonic() - seen["sent"] < 4:
+            time.sleep(0.01)
+        seen["took"] = time.monotonic() - seen["sent"]
+
+    t = threading.Thread(target=operator)
+    t.start()
+    assert listen(chat, "--until", str(time.time() + 6)) == 0
+    t.join(10)
+    assert steering_texts(chat) == ["> are you there?"] and seen["took"] < 1
+    polls = [r.json for r in tg.requests_to(f"/bot{BOT_TOKEN}/getUpdates")]
+    assert polls[0]["timeout"] >= 3 and polls[0]["allowed_updates"] == ["message", "callback_query"]
+    assert len(polls) <= 4  # a long poll, not a busy loop
+
+
+def test_listen_sigterm_ends_a_long_poll_within_a_second(chat):
+    proc = subprocess.Popen([sys.executable, str(REPO / "listen.py"), "--config", str(chat.config_path),
+                             "--until", str(time.time() + 120)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    tg = chat.telegram
+    deadline = time.monotonic() + 10
+    while not tg.requests_to(f"/bot{BOT_TOKEN}/getUpdates") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(5)
+    assert time.monotonic() - began < 1.0
+    assert rc == 0
+    out, err = proc.communicate()
+    assert "listen: 0 taken, 0 ignored" in out and "Traceback" not in err
+
+
+# -- exactly once ---------------------------------------------------------------------------------------------
+
+def test_listen_restart_takes_nothing_twice(chat):
+    tg = chat.telegram
+    tg.send_text("first", CHRIS)
+    listen(chat, "--once")
+    offset = int(chat.read("state/.mako/telegram_offset"))
+    tg.updates.clear()
+    # Telegram forgot nothing if it never saw the new offset: offer the same update again.
+    tg.updates.append({"update_id": offset - 1, "message": {
+        "message_id": 1, "from": tg.user(CHRIS), "chat": {"id": CHAT_ID}, "date": 1, "text": "first"}})
+    tg.send_text("second", CHRIS)
+    listen(chat, "--once")
+    assert steering_texts(chat) == ["> first", "> second"]
+
+
+def _started_state(chat, update_id, entry):
+    import json
+    chat.p("state/.mako").mkdir(parents=True, exist_ok=True)
+    chat.p("state/.mako/telegram_applied.json").write_text(json.dumps(
+        {"done": [], "started": {"id": update_id, "at": time.time() - 1, "entry": entry}}))
+
+
+def test_listen_kill_after_append_before_mark_does_not_append_again(chat):
+    from mako.listener import Bookkeeping  # noqa: F401  (the record's format is pinned by this test)
+    from mako.steering import entry_text
+    tg = chat.telegram
+    uid = tg.send_text("only once please", CHRIS)
+    msg = tg.updates[-1]["message"]
+    entry = entry_text(chat.cfg().telegram, msg, "Chris", 0)
+    append_entry(chat.cfg().paths, entry)          # the append happened ...
+    _started_state(chat, uid, entry)               # ... and the kill came before the mark
+    assert listen(chat, "--once") == 0
+    assert steering_texts(chat) == ["> only once please"]
+    # Also when a tick claimed and archived it in between.
+    uid = tg.send_text("and this one", CHRIS)
+    entry = entry_text(chat.cfg().telegram, tg.updates[-1]["message"], "Chris", 0)
+    append_entry(chat.cfg().paths, entry)
+    _started_state(chat, uid, entry)
+    paths = chat.cfg().paths
+    box = inbox_mod.claim(paths, 1)
+    inbox_mod.archive(paths, box)
+    assert listen(chat, "--once") == 0
+    archived = "".join(p.read_text() for p in chat.p("archive").glob("inbox-*"))
+    assert archived.count("> and this one") == 1 and "> and this one" not in inbox(chat)
+
+
+def test_listen_kill_before_append_appends_on_restart(chat):
+    from mako.steering import entry_text
+    tg = chat.telegram
+    uid = tg.send_text("not lost", CHRIS)
+    entry = entry_text(chat.cfg().telegram, tg.updates[-1]["message"], "Chris", 0)
+    _started_state(chat, uid, entry)  # recorded, then killed before the append
+    assert listen(chat, "--once") == 0
+    assert steering_texts(chat) == ["> not lost"]
+
+
+def test_inbox_append_races_with_claims_lose_nothing(chat):
+    """Appends from the chat while ticks claim and archive as fast as they can: each entry exactly once."""
+    paths = chat.cfg().paths
+    n = 400
+    done = threading.Event()
+    boxes = []
+
+    def ticks():
+        k = 0
+        while not done.is_set():
+            k += 1
+            box = inbox_mod.claim(paths, k)
+            boxes.append(box.text)
+            inbox_mod.archive(paths, box)
+
+    t = threading.Thread(target=ticks)
+    t.start()
+    try:
+        for i in range(n):
+            append_entry(paths, f"[telegram · t]\n> message {i:04d} end\n")
+    finally:
+        done.set()
+        t.join()
+    box = inbox_mod.claim(paths, 10 ** 6)
+    boxes.append(box.text)
+    inbox_mod.archive(paths, box)
+    archived = "".join(p.read_text() for p in sorted(chat.p("archive").glob("inbox-*")))
+    shown = "".join(boxes)
+    for i in range(n):
+        assert archived.count(f"> message {i:04d} end\n") == 1, i
+        assert shown.count(f"> message {i:04d} end") == 1, i
+    assert len(list(chat.p("archive").glob("inbox-*"))) > 5  # the claims really ran in between
