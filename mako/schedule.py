@@ -270,13 +270,29 @@ class Scheduler:
             self._scribe(now)
         elif job == "cleanup":
             self._cleanup(now)
-        elif self.listen_on and now >= self.listen_retry_at:
-            nxt = self.next_due(now)
-            until = (nxt if nxt > now else now + LISTEN_PIECE_S) - LISTEN_END_EARLY_S
-            if until - now >= LISTEN_MIN_GAP_S:
-                self._listen(now, until)
-                return self.next_due(self.clock())
-        return self.next_due(self.clock()) if job else self.next_due(now)
+        elif self._listen_until(now) is not None:
+            self._listen(now, self._listen_until(now))
+        else:
+            return self.wake_at(now)
+        return self.wake_at(self.clock())
+
+    def _listen_until(self, now):
+        """When a listen.py started now should end, or None when none should start now."""
+        if not self.listen_on or now < self.listen_retry_at:
+            return None
+        nxt = self.next_due(now)
+        until = (nxt if nxt > now else now + LISTEN_PIECE_S) - LISTEN_END_EARLY_S
+        return until if until - now >= LISTEN_MIN_GAP_S else None
+
+    def wake_at(self, now):
+        """When the loop should step again: the next due job, or now when listen.py should fill the gap."""
+        nxt = self.next_due(now)
+        if self.listen_on:
+            if self._listen_until(now) is not None:
+                return now
+            if self.listen_retry_at > now:
+                nxt = min(nxt, self.listen_retry_at)
+        return nxt
 
     def _run(self, label, argv, timeout):
         """Run one child through the runner, printing its start and end; never raises."""
@@ -344,7 +360,9 @@ class Scheduler:
         rc = self._run("listen", argv, until - now + LISTEN_KILL_AFTER_S)
         if rc == STOPPED:
             return
-        # A failing listener (a bad token, a broken install) waits before the next try instead of spinning.
+        # Never a start more often than this, whatever it returned: no spinning on a listener that exits at once.
+        self.listen_retry_at = now + LISTEN_MIN_GAP_S
+        # A failing listener (a bad token, a broken install) waits longer before the next try.
         gap = self._account("listen", rc, LISTEN_RETRY_S)
         if rc != 0:
             self.listen_retry_at = self.clock() + gap
