@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -575,6 +575,7 @@ class FakeTelegram(FakeServer):
         self._changed = threading.Condition()
         self.answers = []
         self.edits = []
+        self.deliveries = Counter()  # update_id -> how many times a poll returned it
         super().__init__()
 
     tg_429 = staticmethod(tg_429)
@@ -709,6 +710,8 @@ class FakeTelegram(FakeServer):
                 ready = [u for u in self.updates if self._wanted(u)][:max(1, min(limit, 100))]
                 left = deadline - time.monotonic()
                 if ready or left <= 0 or self._closing.is_set():
+                    for u in ready:
+                        self.deliveries[u["update_id"]] += 1
                     return Reply(200, {"ok": True, "result": ready})
                 self._changed.wait(min(left, 0.5))
 
