@@ -35,12 +35,17 @@ MIN_POLL_LEFT_S = 2.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 CONFLICT_WAIT_S = 5.0
+APPROVAL_SLACK_S = 15.0
 ACK = "📥 Got it: in the INBOX for the next tick."
 DECIDED_MARK = {"approved": "✅ approved", "rejected": "🚫 rejected"}
 
 
 class Interrupted(Exception):
     """SIGTERM arrived during a long poll."""
+
+
+class Deferred(Exception):
+    """An approval came too close to the end of the run to finish before the next job: leave it for later."""
 
 
 class Stop(StopSignal):
@@ -102,6 +107,7 @@ class Listener:
     """One run of listen.py: poll until `until` (or once), print what was taken and ignored."""
 
     def __init__(self, cfg, stop, clock=time.time, out=print):
+        self.until = None
         self.cfg = cfg
         self.tg = cfg.telegram
         self.stop = stop
@@ -123,6 +129,7 @@ class Listener:
 
     def run(self, until=None, once=False):
         """Poll until the epoch `until` (None: until stopped), or once. Exit code: 0 after a normal end or SIGTERM, 1 on a bad token (or any error with --once)."""
+        self.until = until
         self.telegram = TelegramClient(self.tg, self.redactor, deadline=until, clock=self.clock)
         self.commands = Commands(self.cfg, self.telegram, until, clock=self.clock)
         try:
@@ -174,12 +181,16 @@ class Listener:
                 self.stop.sleep(min(wait, max(0.0, self._left(until) - MIN_POLL_LEFT_S)))
                 continue
             backoff = BACKOFF_FIRST_S
-            for update in sorted(updates, key=lambda u: u["update_id"]):
-                uid = update["update_id"]
-                if uid < self.book.offset:
-                    continue  # confirmed already; only a misbehaving server sends it again
-                self.handle(update)
-                self.book.advance(uid)
+            try:
+                for update in sorted(updates, key=lambda u: u["update_id"]):
+                    uid = update["update_id"]
+                    if uid < self.book.offset:
+                        continue  # confirmed already; only a misbehaving server sends it again
+                    self.handle(update)
+                    self.book.advance(uid)
+            except Deferred:
+                self.say("an approval waits for the next run: too little time left to run it now")
+                break
             if once:
                 if self.book.offset:
                     self._confirm()
@@ -262,7 +273,16 @@ class Listener:
         self.taken["steering"] += 1
         self.reply(msg, ACK)
 
+    def _time_for_approval(self):
+        """An approval runs the action under the tick lock; start one only if it can end before `until`."""
+        t = self.cfg.tick
+        need = max(t.shell_timeout_s, t.http_timeout_s) + APPROVAL_SLACK_S
+        if self._left(self.until) < need:
+            raise Deferred()
+
     def command(self, uid, msg, cmd):
+        if cmd.name == "approve" and not cmd.error:
+            self._time_for_approval()
         self.book.start(uid)
         answer = self.commands.run(cmd, msg["from"]["id"])
         self.book.finish(uid)
@@ -283,6 +303,8 @@ class Listener:
             self.api.answer_callback(qid_, "This button is not one of mine.")
             return
         decision, qid, sha8 = button
+        if decision == "approved":
+            self._time_for_approval()
         self.book.start(uid)
         outcome = self.commands.decide(qid, decision, query["from"]["id"], sha8=sha8)
         self.book.finish(uid)

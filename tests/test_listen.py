@@ -508,3 +508,17 @@ def test_inbox_append_races_with_claims_lose_nothing(chat):
         assert archived.count(f"> message {i:04d} end\n") == 1, i
         assert shown.count(f"> message {i:04d} end") == 1, i
     assert len(list(chat.p("archive").glob("inbox-*"))) > 5  # the claims really ran in between
+
+
+def test_listen_defers_an_approval_too_close_to_the_end(chat, capsys):
+    tg = chat.telegram
+    tg.send_text("steer first", CHRIS)
+    approve = tg.send_text("approve q1", CHRIS)
+    tg.send_text("after", CHRIS)
+    assert listen(chat, "--until", str(time.time() + 8)) == 0
+    assert steering_texts(chat) == ["> steer first"]
+    assert int(chat.read("state/.mako/telegram_offset")) == approve  # not confirmed: the next run takes it
+    assert "an approval waits for the next run" in capsys.readouterr().out
+    assert listen(chat, "--once") == 0
+    assert steering_texts(chat) == ["> steer first", "> after"]
+    assert int(chat.read("state/.mako/telegram_offset")) == approve + 2
