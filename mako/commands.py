@@ -103,6 +103,7 @@ class Commands:
     """Runs commands for listen.py; each method returns the text to answer with."""
 
     def __init__(self, cfg, telegram, deadline, clock=time.time):
+        """`telegram()` gives the TelegramClient that decisions post through."""
         self.cfg = cfg
         self.telegram = telegram
         self.deadline = deadline
@@ -124,7 +125,7 @@ class Commands:
         wait = 60.0 if self.deadline is None else max(1.0, min(60.0, self.deadline - self.clock() - 5))
         try:
             return decisions.decide(self.cfg, qid, decision, f"telegram:{user_id}", note, expect_sha8=sha8,
-                                    lock_wait_s=wait, telegram=self.telegram)
+                                    lock_wait_s=wait, telegram=self.telegram())
         except decisions.Busy:
             return _Said(False, f"A tick is running; {qid} is not decided yet. Try again in a minute.")
 

@@ -1,13 +1,16 @@
 """Reading the operator's chat (§20, protocols.md §3.5-3.6b): the Bot API calls listen.py makes, and which
 updates it may act on.
 
-`BotApi` wraps getUpdates, getMe, answerCallbackQuery and editMessageText on one `requests.Session`, turning
-every failure into a `BotApiError` whose text never holds the token (it travels in the URL path).
+`BotApi` wraps getUpdates, getMe, answerCallbackQuery and editMessageText on one kept-alive connection,
+turning every failure into a `BotApiError` whose text never holds the token (it travels in the URL path).
 `classify()` is the gate: only a text message in the configured chat from an allowed person, or a button
 press by one, gets past it; everything else comes back with the reason it was ignored.
 """
 
+import json
 import logging
+import time
+from urllib.parse import urlsplit
 
 from .errors import MakoError
 
@@ -17,6 +20,7 @@ CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 15.0
 POLL_SLACK_S = 10.0  # protocols.md §0: read timeout = long-poll timeout + 10 s
 MAX_POLL_S = 50
+MAX_BODY_BYTES = 8 * 1024 * 1024  # 100 updates of 4096 characters each, with room to spare
 ALLOWED_UPDATES = ["message", "callback_query"]
 MARK = "<redacted>"
 
@@ -49,18 +53,20 @@ class BotApiError(MakoError):
 
 
 class BotApi:
-    """The Bot API methods listen.py needs; each returns the `result` or raises BotApiError."""
+    """The Bot API methods listen.py needs; each returns the `result` or raises BotApiError.
 
-    def __init__(self, tg, redactor):
-        # Imported here: the supervisor reads off_reason() from this module and stays small without it.
-        import requests
-        self.requests = requests
+    It speaks HTTP through the standard library on one kept-alive connection rather than `requests`: the
+    poller sits in memory through every idle gap, and `requests` alone would double its size (§20's idle
+    cost target). Replies go out through TelegramClient, loaded only when there is something to say.
+    """
+
+    def __init__(self, tg, redactor, deadline=None, clock=time.time):
         self.tg = tg
         self.redactor = redactor
-        self.session = requests.Session()
-        quiet = logging.getLogger("urllib3")  # it logs request URLs, and this URL carries the token
-        if quiet.level < logging.WARNING:
-            quiet.setLevel(logging.WARNING)
+        self.deadline = deadline  # epoch time no call may outlast (None: no limit but each call's own)
+        self.clock = clock
+        self.base = urlsplit(tg.api_base_url)
+        self.conn = None
 
     def scrub(self, text):
         text = str(text)
@@ -68,28 +74,73 @@ class BotApi:
             text = text.replace(self.tg.bot_token, MARK)
         return self.redactor.text(text)
 
-    def call(self, method, params, read_timeout=CALL_TIMEOUT_S):
-        url = f"{self.tg.api_base_url}/bot{self.tg.bot_token}/{method}"
-        read = max(0.5, read_timeout)
+    def _connect(self, timeout):
+        # Imported here, not at the top: the supervisor reads off_reason() from this module and stays small.
+        import http.client
+        import ssl
+        if self.conn is None:
+            host, port = self.base.hostname, self.base.port
+            if self.base.scheme == "https":
+                self.conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                        context=ssl.create_default_context())
+            else:
+                self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        return self.conn
+
+    def _exchange(self, method, params, read_timeout):
+        """(status, reason, body bytes) of one POST; the whole exchange ends by `read_timeout` seconds."""
+        deadline = self.clock() + read_timeout
+        conn = self._connect(min(CONNECT_TIMEOUT_S, read_timeout))
+        path = f"{self.base.path.rstrip('/')}/bot{self.tg.bot_token}/{method}"
+        body = json.dumps(params).encode("utf-8")
         try:
-            resp = self.session.post(url, json=params, timeout=(min(CONNECT_TIMEOUT_S, read), read))
-        except self.requests.RequestException as e:
+            conn.timeout = min(CONNECT_TIMEOUT_S, read_timeout)
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            conn.sock.settimeout(max(0.1, deadline - self.clock()))
+            resp = conn.getresponse()
+            data = bytearray()
+            # Read in pieces so a server that drips its answer cannot hold the run past its deadline.
+            while True:
+                if self.clock() > deadline:
+                    raise TimeoutError("read timed out")
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
+            if resp.will_close:
+                self.close()
+            return resp.status, resp.reason, bytes(data)
+        except BaseException:
+            self.close()  # a half-read connection is never reused
+            raise
+
+    def call(self, method, params, read_timeout=CALL_TIMEOUT_S):
+        from http.client import HTTPException
+        if self.deadline is not None:
+            read_timeout = min(read_timeout, self.deadline - self.clock())
+            if read_timeout <= 0:
+                raise BotApiError(None, "not sent: the run's end time was reached")
+        try:
+            status, reason, raw = self._exchange(method, params, max(0.1, read_timeout))
+        except (OSError, HTTPException, ValueError) as e:
             raise BotApiError(None, self.scrub(f"{type(e).__name__}: {e}")[:300]) from None
         try:
-            data = resp.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
         if not isinstance(data, dict):
             data = {}
-        if resp.status_code == 200 and data.get("ok") is True:
+        if status == 200 and data.get("ok") is True:
             return data.get("result")
         # A proxy's HTML error page says nothing its status line does not.
-        description = data.get("description") or resp.reason or resp.text[:200]
+        description = data.get("description") or reason or raw[:200].decode("utf-8", "replace")
         params_out = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
         retry = params_out.get("retry_after")
         if not isinstance(retry, (int, float)) or isinstance(retry, bool) or retry < 0:
             retry = None
-        status = resp.status_code if resp.status_code != 200 else 502  # a 200 without ok:true is a server fault
+        status = status if status != 200 else 502  # a 200 without ok:true is a server fault
         raise BotApiError(status, self.scrub(" ".join(str(description).split()))[:300], retry)
 
     def get_updates(self, offset, timeout, read_timeout=None):
@@ -131,7 +182,11 @@ class BotApi:
             return False
 
     def close(self):
-        self.session.close()
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
 
 
 def _is_int(value):

@@ -26,7 +26,6 @@ from .fileio import atomic_write, read_text
 from .inbound import IGNORED, BotApi, BotApiError, allowed, classify, same_chat, sender_name, topic_of
 from .redact import Redactor
 from .steering import append_entry, asked_ids, entry_landed, entry_text, replied_to_id
-from .telegram import TelegramClient
 
 OFFSET_FILE = "telegram_offset"
 APPLIED_FILE = "telegram_applied.json"
@@ -130,14 +129,23 @@ class Listener:
     def run(self, until=None, once=False):
         """Poll until the epoch `until` (None: until stopped), or once. Exit code: 0 after a normal end or SIGTERM, 1 on a bad token (or any error with --once)."""
         self.until = until
-        self.telegram = TelegramClient(self.tg, self.redactor, deadline=until, clock=self.clock)
-        self.commands = Commands(self.cfg, self.telegram, until, clock=self.clock)
+        self.api.deadline = until
+        self.commands = Commands(self.cfg, self._client, until, clock=self.clock)
         try:
             return self._loop(until, once)
         finally:
             self.api.close()
-            self.telegram.close()
+            if self.telegram is not None:
+                self.telegram.close()
             self.say(self.summary())
+
+    def _client(self):
+        """The TelegramClient for replies and decision posts, made on first use: it loads `requests`,
+        which an idle listener does without."""
+        if self.telegram is None:
+            from .telegram import TelegramClient
+            self.telegram = TelegramClient(self.tg, self.redactor, deadline=self.until, clock=self.clock)
+        return self.telegram
 
     def _poll(self, timeout, read_timeout):
         self.stop.polling = True
@@ -150,7 +158,12 @@ class Listener:
 
     def _loop(self, until, once):
         backoff = BACKOFF_FIRST_S
-        first = True
+        try:
+            self.bot_username = self._whoami()
+        except BotApiError:
+            return self._refused()
+        except Interrupted:
+            return 0
         while not self.stop.requested:
             if once:
                 timeout, read = 0, 10.0
@@ -161,17 +174,12 @@ class Listener:
                 timeout = int(min(50, left - 1))
                 read = min(timeout + 10.0, left)
             try:
-                if first:
-                    self.bot_username = self._whoami()
-                    first = False
                 updates = self._poll(timeout, read)
             except Interrupted:
                 break
             except BotApiError as e:
                 if e.kind == "unauthorized":
-                    self.say("Telegram refused the bot token (401 Unauthorized); check telegram.bot_token",
-                             err=True)
-                    return 1
+                    return self._refused()
                 if once:
                     self.say(f"getUpdates failed: {e}", err=True)
                     return 1
@@ -200,14 +208,21 @@ class Listener:
     def _left(self, until):
         return float("inf") if until is None else until - self.clock()
 
+    def _refused(self):
+        self.say("Telegram refused the bot token (401 Unauthorized); check telegram.bot_token", err=True)
+        return 1
+
     def _whoami(self):
         """The bot's @username (to tell `/status@us` from `/status@another_bot`); a 401 ends the run."""
+        self.stop.polling = True  # a slow answer must not hold up a SIGTERM either
         try:
             return self.api.get_me().get("username")
         except BotApiError as e:
             if e.kind == "unauthorized":
                 raise
             return None
+        finally:
+            self.stop.polling = False
 
     def _confirm(self):
         """With --once, tell Telegram the last batch is done (a later run would confirm it anyway)."""
@@ -258,7 +273,7 @@ class Listener:
 
     def reply(self, msg, text):
         if text:
-            self.telegram.send(text, thread=topic_of(msg))
+            self._client().send(text, thread=topic_of(msg))
 
     def steer(self, uid, msg):
         started = self.book.started_for(uid)

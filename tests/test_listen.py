@@ -346,9 +346,19 @@ def test_listen_refused_connection_waited_out_and_ends_by_until(chat, capsys):
     assert listen(chat, "--until", str(time.time() + 5)) == 0
     took = time.monotonic() - began
     err = capsys.readouterr().err
-    assert "getUpdates: network: ConnectionError" in err and BOT_TOKEN not in err
+    assert "getUpdates: network: ConnectionRefusedError" in err and BOT_TOKEN not in err
     assert err.count("getUpdates: network") >= 2
     assert took < 5
+
+
+def test_listen_dripping_server_cannot_hold_it_past_until(chat):
+    tg = chat.telegram
+    tg.push("getMe", Reply(200, {"ok": True, "result": {"id": 1, "is_bot": True, "username": "b"}},
+                           mode="drip", delay_s=0.3))
+    tg.push("getUpdates", *[Reply(200, {"ok": True, "result": []}, mode="drip", delay_s=0.3)] * 3)
+    began = time.monotonic()
+    assert listen(chat, "--until", str(time.time() + 4)) == 0
+    assert time.monotonic() - began < 4.5
 
 
 def test_listen_bad_token_is_one_line_and_exit_1(chat, capsys):
