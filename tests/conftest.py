@@ -162,7 +162,3 @@ def telegram():
 @pytest.fixture
 def root(tmp_path, ollama, openai, telegram):
     return Root(tmp_path / "mako", ollama, openai, telegram)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than about ten seconds")
