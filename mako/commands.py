@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from .fileio import read_head, tail_lines
 from .pause import pause, paused_reason, resume
-from .stats import parse_ts
 
 ALIASES = {"approve": "approve", "yes": "approve", "reject": "reject", "no": "reject", "done": "done",
            "pause": "pause", "resume": "resume", "status": "status", "help": "help"}
@@ -177,6 +176,7 @@ def _last_tick(cfg, now):
     if len(row) < len(header) or row == header:
         return "last tick: none recorded"
     cells = dict(zip(header, row))
+    from .stats import parse_ts  # here: an idle listener need not hold the statistics module in memory
     ts = parse_ts(cells.get("ts", ""))
     age = f", {_age(now - ts.timestamp())} ago" if ts else ""
     model = "/".join(c for c in (cells.get("provider_used"), cells.get("model_used")) if c)
