@@ -281,7 +281,9 @@ class Listener:
             pass  # appended before a kill; only the mark was missing
         else:
             question = replied_to_id(msg) in asked_ids(self.cfg.paths)
-            entry = entry_text(self.tg, msg, sender_name(msg.get("from")), topic_of(msg), question)
+            # A secret pasted into the chat is scrubbed like any other outside text (§17).
+            entry = self.redactor.text(entry_text(self.tg, msg, sender_name(msg.get("from")), topic_of(msg),
+                                                  question))
             self.book.start(uid, entry)
             append_entry(self.cfg.paths, entry)
         self.book.finish(uid)

@@ -532,3 +532,30 @@ def test_listen_defers_an_approval_too_close_to_the_end(chat, capsys):
     assert listen(chat, "--once") == 0
     assert steering_texts(chat) == ["> steer first", "> after"]
     assert int(chat.read("state/.mako/telegram_offset")) == approve + 2
+
+
+def test_ask_chris_post_is_remembered_and_the_answer_marked(chat, ollama):
+    from conftest import reply
+    ollama.reply_content(reply(actions=[{"type": "ask_chris", "text": "Which domain should the blog use?"}]))
+    assert chat.tick() == 0
+    from mako.steering import asked_ids
+    question = [m for p, m in chat.telegram.delivered if p["text"] == "Which domain should the blog use?"]
+    assert len(question) == 1 and asked_ids(chat.cfg().paths) == [question[0]["message_id"]]
+    chat.telegram.send_text("mako.blog", CHRIS, thread=THREADS["requests"], reply_to=question[0]["message_id"])
+    assert listen(chat, "--once") == 0
+    assert '(answer to ask_chris question: "Which domain should the blog use?")\n> mako.blog' in inbox(chat)
+
+
+def test_listen_never_writes_or_prints_the_token(chat, capsys):
+    from fakes import tg_error
+    tg = chat.telegram
+    tg.push("getUpdates", tg_error(500, f"Internal error at /bot{BOT_TOKEN}/getUpdates"))
+    tg.send_text(f"my token is {BOT_TOKEN} oops", CHRIS)
+    tg.push("sendMessage", tg_error(400, f"Bad Request: bot{BOT_TOKEN} broke"))
+    assert listen(chat, "--until", str(time.time() + 4)) == 0
+    out = capsys.readouterr()
+    assert "HTTP 500: Internal error at /bot<redacted>/getUpdates" in out.err
+    assert BOT_TOKEN not in out.out + out.err
+    for rel, data in chat.all_files_text():
+        assert BOT_TOKEN.encode() not in data, rel
+    assert "> my token is <redacted> oops" in inbox(chat)
