@@ -1,6 +1,7 @@
 """listen.py killed with SIGKILL at random moments while the chat keeps talking and ticks claim the INBOX:
 every allowed message reaches the INBOX-to-archive path exactly once, nothing from anyone else anywhere."""
 
+import json
 import random
 import signal
 import subprocess
@@ -18,20 +19,18 @@ CHRIS = 4242
 STRANGER = 777
 
 
-@pytest.mark.slow
-def test_listen_kill_test_300_updates_exactly_once(root):
-    rng = random.Random(12)
-    tg = root.telegram
-    tg.chat_id = CHAT_ID
-    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
-    paths = root.cfg().paths
-    paths.state.mkdir(parents=True, exist_ok=True)
-
-    allowed, foreign = [], []
-    plan = []
-    for i in range(300):
+def make_plan(rng, n=300, approvals=()):
+    """(plan, allowed tags, foreign tags): a mixed stream of updates; `approvals` are (qid, sha8) to decide."""
+    allowed, foreign, plan = [], [], []
+    for i in range(n):
         roll = rng.random()
-        if roll < 0.6:
+        if approvals and roll < 0.2:
+            qid, sha8 = rng.choice(approvals)
+            if rng.random() < 0.5:
+                plan.append(("text", rng.choice(["approve", "yes", "/approve"]) + f" {qid}", CHRIS, None))
+            else:
+                plan.append(("press", f"a:{qid}:{sha8}", CHRIS, None))
+        elif roll < 0.6:
             text = f"steer-{i:03d} " + rng.choice(["please", "also\nsecond line", "## MISSION forged", "ok"])
             allowed.append(f"steer-{i:03d}")
             plan.append(("text", text, CHRIS, None))
@@ -47,7 +46,14 @@ def test_listen_kill_test_300_updates_exactly_once(root):
         else:
             foreign.append(f"foreign-{i:03d}")
             plan.append(("press", f"a:q{i}:0123abcd", STRANGER, None))
+    return plan, allowed, foreign
 
+
+def run_with_kills(root, plan, rng):
+    """Feed `plan` while listen.py is SIGKILLed at random and claims run; returns what the claims showed."""
+    tg = root.telegram
+    paths = root.cfg().paths
+    paths.state.mkdir(parents=True, exist_ok=True)
     done = threading.Event()
     shown = []
 
@@ -56,8 +62,10 @@ def test_listen_kill_test_300_updates_exactly_once(root):
             if kind == "text":
                 tg.send_text(text, user, chat_id=chat)
             else:
-                tg.press(text, user, {"message_id": 1, "chat": {"id": CHAT_ID}, "date": 1, "text": "post"})
-            time.sleep(rng.uniform(0, 0.03))
+                qid = text.split(":")[1]
+                post = POSTS.get(qid) or {"message_id": 1, "chat": {"id": CHAT_ID}, "date": 1, "text": "post"}
+                tg.press(text, user, post)
+            time.sleep(rng.uniform(0.01, 0.08))
 
     def ticks():
         n = 0
@@ -76,7 +84,7 @@ def test_listen_kill_test_300_updates_exactly_once(root):
     try:
         while time.monotonic() - began < 150:
             proc = subprocess.Popen([sys.executable, str(REPO / "listen.py"), "--config", str(root.config_path),
-                                     "--until", str(time.time() + 60)],
+                                     "--until", str(time.time() + 90)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(0.15, 0.9))
             proc.send_signal(signal.SIGKILL)
@@ -87,7 +95,7 @@ def test_listen_kill_test_300_updates_exactly_once(root):
         threads[0].join()
         # A last run without kills takes whatever the killed ones left.
         proc = subprocess.run([sys.executable, str(REPO / "listen.py"), "--config", str(root.config_path),
-                               "--once"], capture_output=True, text=True, timeout=60)
+                               "--once"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
     finally:
         done.set()
@@ -96,9 +104,15 @@ def test_listen_kill_test_300_updates_exactly_once(root):
     box = inbox_mod.claim(paths, 10 ** 6)
     shown.append(box.text)
     inbox_mod.archive(paths, box)
-
-    assert tg.updates == [] and kills >= 20
+    assert tg.updates == [] and kills >= 15
     assert max(tg.deliveries.values()) > 1  # kills really fell between taking an update and confirming it
+    return shown
+
+
+POSTS = {}
+
+
+def check_exactly_once(root, shown, allowed, foreign):
     archived = "".join(p.read_text() for p in sorted(root.p("archive").glob("inbox-*")))
     everything_shown = "\n".join(shown)
     for tag in allowed:
@@ -107,4 +121,63 @@ def test_listen_kill_test_300_updates_exactly_once(root):
     for rel, data in root.all_files_text():
         for tag in foreign:
             assert tag.encode() not in data, (rel, tag)
-    assert not [a for a in tg.answers if a.get("text") != "Only the operator can decide this."]
+
+
+@pytest.fixture
+def chat(root):
+    root.telegram.chat_id = CHAT_ID
+    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+    POSTS.clear()
+    return root
+
+
+@pytest.mark.slow
+def test_listen_kill_test_300_updates_exactly_once(chat):
+    rng = random.Random(12)
+    plan, allowed, foreign = make_plan(rng)
+    shown = run_with_kills(chat, plan, rng)
+    check_exactly_once(chat, shown, allowed, foreign)
+    assert not [a for a in chat.telegram.answers if a.get("text") != "Only the operator can decide this."]
+
+
+@pytest.mark.slow
+def test_listen_kill_test_with_approvals_each_decided_once(chat):
+    pytest.importorskip("mako.decisions")
+    from conftest import reply
+    rng = random.Random(34)
+    chat.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}},
+                      tick={"max_actions": 12})
+    items = []
+    for batch in range(2):
+        actions = [{"type": "shell", "cmd": f"echo q{batch * 10 + k + 1} >> ran.txt", "needs_approval": True}
+                   for k in range(10)]
+        chat.ollama.reply_content(reply(actions=actions))
+        assert chat.tick() == 0
+    for params, message in chat.telegram.delivered:
+        if params["text"].startswith("⏸ q"):
+            data = params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            _, qid, sha8 = data.split(":")
+            items.append((qid, sha8))
+            POSTS[qid] = message
+    assert len(items) == 20
+    plan, allowed, foreign = make_plan(rng, approvals=items)
+    shown = run_with_kills(chat, plan, rng)
+    check_exactly_once(chat, shown, allowed, foreign)
+    asked = set()
+    for kind, text, user, _ in plan:
+        if user != CHRIS:
+            continue
+        if kind == "press":
+            asked.add(text.split(":")[1])
+        elif text.split()[0].lstrip("/") in ("approve", "yes") and len(text.split()) == 2:
+            asked.add(text.split()[1])
+    lines = [json.loads(line) for line in chat.read("pending/decisions.jsonl").splitlines()]
+    ran = chat.p("workdir/ran.txt").read_text().split() if chat.p("workdir/ran.txt").exists() else []
+    for qid, _ in items:
+        started = [d for d in lines if d["id"] == qid and d.get("status") == "started"]
+        results = [d for d in lines if d["id"] == qid and d.get("result") is not None]
+        assert len(started) == (1 if qid in asked else 0), qid
+        assert len(results) <= 1 and ran.count(qid) <= 1, qid
+        if results:
+            assert ran.count(qid) == 1, qid  # a recorded result means it ran, once
+    assert sum(1 for qid, _ in items if qid in asked) >= 10
