@@ -211,7 +211,10 @@ def status_text(cfg, now):
     else:
         try:
             count, oldest = decisions.open_summary(cfg)
-            lines.append(f"approvals: {count} open" + (f" (oldest {oldest})" if oldest else ""))
+            from .stats import parse_ts
+            since = parse_ts(oldest) if isinstance(oldest, str) else None
+            lines.append(f"approvals: {count} open"
+                         + (f" (oldest {_age(now - since.timestamp())} ago)" if count and since else ""))
         except Exception as e:  # a status line must not take the listener down
             lines.append(f"approvals: unreadable ({type(e).__name__})")
     return "\n".join(lines)

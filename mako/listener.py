@@ -21,7 +21,7 @@ import time
 from collections import Counter
 
 from .children import StopSignal
-from .commands import Commands, parse, parse_button
+from .commands import DECISION, Commands, parse, parse_button
 from .fileio import atomic_write, read_text
 from .inbound import IGNORED, BotApi, BotApiError, allowed, classify, same_chat, sender_name, topic_of
 from .redact import Redactor
@@ -30,6 +30,7 @@ from .steering import append_entry, asked_ids, entry_landed, entry_text, replied
 OFFSET_FILE = "telegram_offset"
 APPLIED_FILE = "telegram_applied.json"
 APPLIED_KEEP = 500
+STALE_OFFSET_S = 6 * 86400
 MIN_POLL_LEFT_S = 2.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -67,7 +68,11 @@ class Bookkeeping:
         self.applied_path = paths.private / APPLIED_FILE
         try:
             value = int(read_text(self.offset_path, "0").strip() or 0)
-        except ValueError:
+            # After a week without updates Telegram may number the next one at random, even below an old
+            # offset (protocols.md §3.5): poll from the start of what it holds; the applied ids stop repeats.
+            if time.time() - self.offset_path.stat().st_mtime > STALE_OFFSET_S:
+                value = 0
+        except (ValueError, OSError):
             value = 0
         self.offset = max(0, value)
         try:
@@ -137,7 +142,9 @@ class Listener:
             self.api.close()
             if self.telegram is not None:
                 self.telegram.close()
-            self.say(self.summary())
+            # A quiet gap says nothing (the supervisor's start and done lines already mark it).
+            if once or until is None or self.taken or self.ignored:
+                self.say(self.summary())
 
     def _client(self):
         """The TelegramClient for replies and decision posts, made on first use: it loads `requests`,
@@ -301,7 +308,14 @@ class Listener:
         if cmd.name == "approve" and not cmd.error:
             self._time_for_approval()
         self.book.start(uid)
-        answer = self.commands.run(cmd, msg["from"]["id"])
+        if cmd.name in DECISION and not cmd.error:
+            outcome = self.commands.decide(cmd.qid, DECISION[cmd.name], msg["from"]["id"], note=cmd.note)
+            answer = outcome.message
+            # The decision is posted to the approvals thread anyway: asked there, that post is the answer.
+            if outcome.ok and topic_of(msg) == (self.tg.first_thread("approvals", "requests", "log") or 0):
+                answer = None
+        else:
+            answer = self.commands.run(cmd, msg["from"]["id"])
         self.book.finish(uid)
         self.taken[cmd.name if not cmd.error else "bad command"] += 1
         self.reply(msg, answer)

@@ -52,8 +52,19 @@ def test_chat_approve_runs_once_and_replies_in_thread(chat):
     assert ran(chat) == 1
     final = [d for d in decisions(chat) if d.get("result") is not None]
     assert len(final) == 1 and final[0]["by"] == f"telegram:{CHRIS}" and final[0]["note"] == "go ahead"
-    replies = [p for p, _ in chat.telegram.delivered if p.get("message_thread_id") == THREADS["approvals"]]
-    assert any("q1" in p["text"] and "already" in p["text"] for p in replies)
+    replies = [p["text"] for p, _ in chat.telegram.delivered if p.get("message_thread_id") == THREADS["approvals"]]
+    assert any("q1" in text and "already" in text for text in replies)
+    # Asked in the approvals thread, the decision post is the answer: no second copy of it.
+    assert len([text for text in replies if text.startswith("✅ q1 approved")]) == 1
+
+
+def test_chat_approve_elsewhere_is_answered_there(chat):
+    queue(chat, RUN)
+    chat.telegram.send_text("approve q1", CHRIS, thread=THREADS["log"])
+    assert listen(chat) == 0
+    assert ran(chat) == 1
+    log = [p["text"] for p, _ in chat.telegram.delivered if p.get("message_thread_id") == THREADS["log"]]
+    assert log[-1].startswith("✅ q1 approved")
 
 
 def test_chat_reject_and_done_record_without_running(chat):
