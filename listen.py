@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """mako-zero's ear on the chat: takes the operator's Telegram messages and button presses (§20).
 
-Run by supervisor.py in every idle gap as `listen.py --until <epoch>` when `telegram.inbound` is on; by hand,
-`--once` takes what is waiting and exits, and with neither option it runs until Ctrl-C or SIGTERM. It long-polls getUpdates in `telegram.chat_id` and acts only on what an allowed user
+Run by supervisor.py in every idle gap as `listen.py --until <epoch>` when `telegram.inbound` is on; by
+hand, `--once` takes what is waiting and exits, and with neither option it runs until Ctrl-C or SIGTERM.
+It long-polls getUpdates in `telegram.chat_id` and acts only on what an allowed user
 (`telegram.inbound.allowed_user_ids`) sent: commands (approve/reject/done, pause/resume, status, help) are
 answered in the thread they came from, a press on an approvals post's button decides that item, and any
 other text is appended to `state/INBOX.md` for the next tick. Everything else is ignored and counted.

@@ -132,7 +132,10 @@ class Listener:
     # -- the loop -------------------------------------------------------------------------------------------
 
     def run(self, until=None, once=False):
-        """Poll until the epoch `until` (None: until stopped), or once. Exit code: 0 after a normal end or SIGTERM, 1 on a bad token (or any error with --once)."""
+        """Poll until the epoch `until` (None: until stopped), or once.
+
+        Exit code: 0 after a normal end or SIGTERM, 1 on a bad token (or on any error with --once).
+        """
         self.until = until
         self.api.deadline = until
         self.commands = Commands(self.cfg, self._client, until, clock=self.clock)
@@ -321,17 +324,17 @@ class Listener:
         self.reply(msg, answer)
 
     def press(self, uid, query):
-        qid_ = query.get("id")
+        query_id = query.get("id")
         post = query.get("message") if isinstance(query.get("message"), dict) else None
         chat = post.get("chat") if post and isinstance(post.get("chat"), dict) else {}
         if not allowed(query.get("from"), self.tg):
             self.ignored["other user"] += 1
-            self.api.answer_callback(qid_, "Only the operator can decide this.", alert=True)
+            self.api.answer_callback(query_id, "Only the operator can decide this.", alert=True)
             return
         button = parse_button(query.get("data"))
         if button is None or not post or not same_chat(chat.get("id"), self.tg.chat_id):
             self.ignored["bad button"] += 1
-            self.api.answer_callback(qid_, "This button is not one of mine.")
+            self.api.answer_callback(query_id, "This button is not one of mine.")
             return
         decision, qid, sha8 = button
         if decision == "approved":
@@ -340,7 +343,7 @@ class Listener:
         outcome = self.commands.decide(qid, decision, query["from"]["id"], sha8=sha8)
         self.book.finish(uid)
         self.taken["button"] += 1
-        self.api.answer_callback(qid_, str(outcome.message)[:200], alert=not outcome.ok)
+        self.api.answer_callback(query_id, str(outcome.message)[:200], alert=not outcome.ok)
         if outcome.ok and isinstance(post.get("message_id"), int) and isinstance(post.get("text"), str):
             who = sender_name(query.get("from"))
             stamp = time.strftime("%H:%M UTC", time.gmtime(self.clock()))
