@@ -135,7 +135,7 @@ class BotApi:
         if status == 200 and data.get("ok") is True:
             return data.get("result")
         # A proxy's HTML error page says nothing its status line does not.
-        description = data.get("description") or reason or raw[:200].decode("utf-8", "replace")
+        description = data.get("description") or (reason if status != 200 else "not a Bot API answer")
         params_out = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
         retry = params_out.get("retry_after")
         if not isinstance(retry, (int, float)) or isinstance(retry, bool) or retry < 0:

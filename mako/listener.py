@@ -22,7 +22,7 @@ from collections import Counter
 
 from .children import StopSignal
 from .commands import DECISION, Commands, parse, parse_button
-from .fileio import atomic_write, read_text
+from .fileio import atomic_write, displace, read_text
 from .inbound import IGNORED, BotApi, BotApiError, allowed, classify, same_chat, sender_name, topic_of
 from .redact import Redactor
 from .steering import append_entry, asked_ids, entry_landed, entry_text, replied_to_id
@@ -86,6 +86,7 @@ class Bookkeeping:
         self.started = started if isinstance(started, dict) and isinstance(started.get("id"), int) else None
 
     def _save(self):
+        displace(self.applied_path)  # a folder or link planted there must not stop the listener for good
         atomic_write(self.applied_path, json.dumps({"done": self.done[-APPLIED_KEEP:], "started": self.started},
                                                    ensure_ascii=False) + "\n")
 
@@ -104,6 +105,7 @@ class Bookkeeping:
     def advance(self, uid):
         if uid + 1 > self.offset:
             self.offset = uid + 1
+            displace(self.offset_path)
             atomic_write(self.offset_path, f"{self.offset}\n")
 
 

@@ -324,18 +324,20 @@ def test_listen_waits_out_429_409_5xx_within_until(chat, capsys, monkeypatch):
     tg = chat.telegram
     tg.push("getUpdates", tg_429(1), tg_error(409, "Conflict: terminated by other getUpdates request; make sure "
                                                    "that only one bot instance is running"),
-            Reply(mode="html"), Reply(500, {"ok": False, "error_code": 500, "description": "Internal Server Error"}))
+            Reply(mode="html"), Reply(500, {"ok": False, "error_code": 500, "description": "Internal Server Error"}),
+            Reply(mode="malformed"))
     tg.send_text("after the storm", CHRIS)
     began = time.monotonic()
-    assert listen(chat, "--until", str(time.time() + 9)) == 0
+    assert listen(chat, "--until", str(time.time() + 12)) == 0
     took = time.monotonic() - began
     assert steering_texts(chat) == ["> after the storm"]
     err = capsys.readouterr().err
     assert "getUpdates: rate_limited: HTTP 429: Too Many Requests: retry after 1 (waiting 1s)" in err
     assert "getUpdates: conflict: HTTP 409" in err and "getUpdates: server: HTTP 502: Bad Gateway (" in err
     assert "getUpdates: server: HTTP 500" in err
+    assert "getUpdates: server: HTTP 502: not a Bot API answer" in err
     assert BOT_TOKEN not in err
-    assert 6 < took < 9  # it kept polling after the faults, and ended by --until
+    assert 9 < took < 12  # it kept polling after the faults, and ended by --until
 
 
 def test_listen_refused_connection_waited_out_and_ends_by_until(chat, capsys):
@@ -576,3 +578,13 @@ def test_listen_offset_older_than_a_week_polls_from_the_start(chat):
                                                    "date": 1, "text": "old and confirmed"}})
     assert listen(chat, "--once") == 0
     assert steering_texts(chat) == ["> after a quiet week"]
+
+
+def test_listen_moves_aside_what_is_planted_over_its_bookkeeping(chat):
+    private = chat.p("state/.mako")
+    (private / "telegram_offset").mkdir(parents=True)
+    (private / "telegram_applied.json").symlink_to("/etc/passwd")
+    chat.telegram.send_text("still works", CHRIS)
+    assert listen(chat, "--once") == 0
+    assert steering_texts(chat) == ["> still works"]
+    assert (private / "telegram_offset").is_file() and not (private / "telegram_applied.json").is_symlink()
