@@ -588,3 +588,66 @@ def test_listen_moves_aside_what_is_planted_over_its_bookkeeping(chat):
     assert listen(chat, "--once") == 0
     assert steering_texts(chat) == ["> still works"]
     assert (private / "telegram_offset").is_file() and not (private / "telegram_applied.json").is_symlink()
+
+
+# -- the fake itself ------------------------------------------------------------------------------------------
+
+def _call(tg, method, **params):
+    import requests
+    r = requests.post(f"{tg.url}/bot{BOT_TOKEN}/{method}", json=params, timeout=10)
+    return r.status_code, r.json()
+
+
+def test_fake_telegram_get_updates_confirms_by_offset_and_long_polls(telegram):
+    a = telegram.send_text("one", CHRIS, chat_id=CHAT_ID)
+    b = telegram.send_text("two", CHRIS, chat_id=CHAT_ID)
+    status, body = _call(telegram, "getUpdates", timeout=0)
+    assert status == 200 and [u["update_id"] for u in body["result"]] == [a, b]
+    status, body = _call(telegram, "getUpdates", timeout=0)  # nothing confirmed yet: the same again
+    assert [u["update_id"] for u in body["result"]] == [a, b]
+    status, body = _call(telegram, "getUpdates", offset=b, timeout=0)
+    assert [u["update_id"] for u in body["result"]] == [b] and telegram.confirmed == b
+    began = time.monotonic()
+    status, body = _call(telegram, "getUpdates", offset=b + 1, timeout=1)
+    assert body["result"] == [] and 0.9 < time.monotonic() - began < 3
+    threading.Timer(0.3, lambda: telegram.send_text("three", CHRIS, chat_id=CHAT_ID)).start()
+    began = time.monotonic()
+    status, body = _call(telegram, "getUpdates", offset=b + 1, timeout=20)
+    assert [u["message"]["text"] for u in body["result"]] == ["three"] and time.monotonic() - began < 2
+
+
+def test_fake_telegram_newer_poll_terminates_older_with_409(telegram):
+    out = {}
+    t = threading.Thread(target=lambda: out.update(first=_call(telegram, "getUpdates", timeout=10)))
+    t.start()
+    time.sleep(0.3)
+    second = _call(telegram, "getUpdates", timeout=0)
+    t.join(5)
+    assert second[0] == 200
+    assert out["first"][0] == 409 and out["first"][1]["description"].startswith("Conflict: terminated by other")
+
+
+def test_fake_telegram_allowed_updates_sticky_and_callbacks(telegram):
+    telegram.press("a:q1:00000000", CHRIS, None)
+    telegram.add_update(edited_message={"message_id": 1, "chat": {"id": CHAT_ID}, "date": 1, "text": "x"})
+    _, body = _call(telegram, "getUpdates", timeout=0, allowed_updates=["callback_query"])
+    assert [list(u)[0] for u in body["result"]] == ["callback_query"]
+    _, body = _call(telegram, "getUpdates", timeout=0)  # the list is remembered
+    assert [list(u)[0] for u in body["result"]] == ["callback_query"]
+    assert _call(telegram, "answerCallbackQuery", callback_query_id="abc", text="ok")[0] == 200
+    assert _call(telegram, "answerCallbackQuery", text="ok")[0] == 400
+    assert telegram.answers == [{"callback_query_id": "abc", "text": "ok"}]
+
+
+def test_fake_telegram_edit_message_text(telegram):
+    status, body = _call(telegram, "sendMessage", chat_id=CHAT_ID, text="post",
+                         reply_markup={"inline_keyboard": [[{"text": "A", "callback_data": "a"}]]})
+    mid = body["result"]["message_id"]
+    assert _call(telegram, "editMessageText", chat_id=CHAT_ID, message_id=mid, text="post\n\ndone")[0] == 200
+    assert telegram.sent_message(mid)["text"] == "post\n\ndone" and "reply_markup" not in telegram.sent_message(mid)
+    status, body = _call(telegram, "editMessageText", chat_id=CHAT_ID, message_id=mid, text="post\n\ndone")
+    assert status == 400 and "message is not modified" in body["description"]
+    assert _call(telegram, "editMessageText", chat_id=CHAT_ID, message_id=99999, text="x")[0] == 400
+    assert _call(telegram, "getUpdates", timeout=0)[0] == 200
+    import requests
+    assert requests.post(f"{telegram.url}/botWRONG/getUpdates", json={}, timeout=5).status_code == 401
