@@ -651,3 +651,46 @@ def test_fake_telegram_edit_message_text(telegram):
     assert _call(telegram, "getUpdates", timeout=0)[0] == 200
     import requests
     assert requests.post(f"{telegram.url}/botWRONG/getUpdates", json={}, timeout=5).status_code == 401
+
+
+def test_inbox_append_held_open_while_a_tick_claims_is_shown_not_lost(chat, monkeypatch):
+    """The worst moment: the append has its INBOX.md open and checked when a tick renames, reads and archives
+    it. The tick must wait for the append and show the entry, not archive it unseen."""
+    from mako import steering
+    paths = chat.cfg().paths
+    paths.state.mkdir(parents=True, exist_ok=True)
+    (paths.state / "INBOX.md").write_text("waiting already\n")
+    locked, claimed = threading.Event(), threading.Event()
+
+    class SlowOs:
+        """os, except that the append stops between checking its file and writing to it."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd, data):
+            locked.set()
+            claimed.wait(0.5)  # the tick claims now; it cannot finish while the append holds the lock
+            return os.write(fd, data)
+
+    monkeypatch.setattr(steering, "os", SlowOs())
+    shown = []
+
+    def tick():
+        locked.wait(5)
+        box = inbox_mod.claim(paths, 1)
+        shown.append(box.text)
+        inbox_mod.archive(paths, box)
+        claimed.set()
+
+    t = threading.Thread(target=tick)
+    t.start()
+    append_entry(paths, "[telegram · t]\n> held open\n")
+    t.join(5)
+    box = inbox_mod.claim(paths, 2)
+    shown.append(box.text)
+    inbox_mod.archive(paths, box)
+    archived = "".join(p.read_text() for p in chat.p("archive").glob("inbox-*"))
+    assert "waiting already" in shown[0]
+    assert "".join(shown).count("> held open") == 1 and archived.count("> held open") == 1
