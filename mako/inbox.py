@@ -134,7 +134,7 @@ def _existing_claims(paths, repair=True):
 def _locked(path, shared=False):
     """An flock on the file at `path`: the chat listener appends under the same lock (mako/steering.py), so
     a read never sees half an entry and an entry never lands in a claim after the tick is done with it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # NONBLOCK: a FIFO planted there must not hang the tick
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield fd
