@@ -316,6 +316,12 @@ def _post_text(ctx, action):
     return truncate(ctx.redactor.text(_text_arg(action, "text")), POST_MAX_CHARS)
 
 
+def _telegram_off(kind, action):
+    """With no bot token there is nowhere to post: a supported setup, so the post is skipped, not failed."""
+    return {"type": kind, "ok": False, "status": "skipped", "summary": "skipped (Telegram off)",
+            **_identity(action)}
+
+
 def do_telegram_post(ctx, action):
     text = _post_text(ctx, action)
     thread = action.get("thread")
@@ -324,21 +330,25 @@ def do_telegram_post(ctx, action):
     if thread_id is None:
         raise ActionFailed(f"unknown thread {short(repr(thread), 60)} (use log, requests, approvals, digest "
                            "or a thread number)")
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("telegram_post", action)
     delivered = bool(ctx.telegram.send(text, thread=thread_id))
     return {"type": "telegram_post", "ok": delivered, "status": "ok" if delivered else "error",
             "thread": thread, "delivered": delivered,
             "summary": short(f"posted to {thread}" if delivered else
-                             f"not delivered to {thread} (Telegram off or failing)")}
+                             f"not delivered to {thread} (Telegram failing)")}
 
 
 def do_ask_chris(ctx, action):
     text = _post_text(ctx, action)
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("ask_chris", action)
     thread = ctx.cfg.telegram.first_thread("requests", "log")
     delivered = bool(ctx.telegram.send(text, thread=thread or "log"))
     return {"type": "ask_chris", "ok": delivered, "status": "ok" if delivered else "error",
             "delivered": delivered,
             "summary": "asked Chris (requests thread)" if delivered else
-                       "question not delivered (Telegram off or failing)"}
+                       "question not delivered (Telegram failing)"}
 
 
 HANDLERS = {

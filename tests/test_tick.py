@@ -517,3 +517,19 @@ def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
     assert "did thing 4999" in payload["user_message"] and "did thing 0\n" not in payload["user_message"]
     assert not root.p("state/compact_pending.flag").exists()
     assert len(list(root.p("archive").glob("journal-*.md"))) == 1
+
+
+def test_tick_telegram_off_posts_are_skipped_not_failed(root):
+    root.write_config(telegram={"bot_token": ""})
+    root.ollama.reply_content(reply(actions=[{"type": "telegram_post", "text": "hello"},
+                                             {"type": "ask_chris", "text": "may I?"},
+                                             {"type": "shell", "cmd": "true"}]))
+    assert root.tick() == 0
+    actions = root.payload(1)["actions"]
+    assert [(a["type"], a["status"], a["summary"]) for a in actions[:2]] == [
+        ("telegram_post", "skipped", "skipped (Telegram off)"), ("ask_chris", "skipped", "skipped (Telegram off)")]
+    (row,) = root.metrics()
+    assert (row["failures"], row["actions_executed"], row["outcome"]) == ("0", "1", "ok")
+    results = root.read("state/LAST_RESULTS.md")
+    assert "⏭ telegram_post: skipped (Telegram off)" in results and "❌" not in results
+    assert root.telegram.messages == []
