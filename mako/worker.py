@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import counter, inbox as inbox_mod, report
-from .actions import ActionContext, run_action
+from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
@@ -301,9 +301,17 @@ class Tick:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
                 # If the tick dies inside this action, the next tick must learn that it may have run.
-                self.write_results(failure=f"stopped while running action {i + 1} of {len(actions)} "
-                                           f"({str(action.get('type'))[:40]}); it may have run")
-                result = run_action(ctx, action)
+                note = (f"stopped while running action {i + 1} of {len(actions)} "
+                        f"({str(action.get('type'))[:40]}); it may have run")
+                self.write_results(failure=note)
+                try:
+                    result = run_action(ctx, action)
+                except BaseException:
+                    # SIGTERM (or Ctrl-C) inside the action: the failure record keeps this line.
+                    self.actions.append({"type": str(action.get("type"))[:40], "ok": False, "status": "stopped",
+                                         "summary": note, **identity(action)})
+                    self.payload["actions"] = self.actions
+                    raise
             self.actions.append(result)
             self.payload["actions"] = self.actions
 

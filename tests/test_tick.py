@@ -479,6 +479,13 @@ def test_tick_sigterm_mid_action_records_itself_and_kills_the_command(root):
     assert row["outcome"] == "terminated"
     assert root.payload(1)["outcome"] == "terminated"
     assert root.telegram.messages[-1]["text"].startswith("🦫 #1 FAIL · Terminated")
+    # The command had started: the next tick must learn that it may have run.
+    note = "stopped while running action 1 of 1 (shell); it may have run"
+    results = root.read("state/LAST_RESULTS.md")
+    assert "## Actions\n(none)" not in results
+    assert f"❌ {note}" in results and "cmd: echo $$ > shell.pid; sleep 30" in results
+    (action,) = root.payload(1)["actions"]
+    assert (action["type"], action["status"], action["summary"]) == ("shell", "stopped", note)
 
 
 def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
