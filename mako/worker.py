@@ -23,7 +23,7 @@ from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, Deadline
 from .fileio import FileLock, append, atomic_write, displace, read_text
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files
+from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
@@ -66,10 +66,10 @@ def _read_int(path):
         return 0
 
 
-def assemble(cfg, mode, inbox_text):
+def assemble(cfg, mode, inbox_text, seeds=None):
     """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
     system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact")
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds)
     message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
     sizes["notes_loaded"] = loaded
     sizes["notes_skipped"] = skipped
@@ -77,13 +77,25 @@ def assemble(cfg, mode, inbox_text):
 
 
 def dry_run(cfg, mode=None, out=None):
-    """Print the exact request a tick would send now; change nothing (§3)."""
+    """Print the exact request a tick would send now; create or change nothing (§3).
+
+    What a tick would create first is read as it would be: a missing state file as its seed, a missing
+    root as an empty one; and the output says so."""
     out = out or sys.stdout
-    ensure_layout(cfg)
+    p = cfg.paths
+    notes = []
+    if not p.root.is_dir():
+        notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
+    seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
+    if seeds and not notes:
+        notes += [f"{dst.relative_to(p.root) if p.root in dst.parents else dst} is missing; shown from "
+                  f"seed/ (a tick seeds it)" for dst in seeds]
     mode, _ = choose_mode(cfg, mode)
-    pending = inbox_mod.peek(cfg.paths)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None)
+    pending = inbox_mod.peek(p)
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds)
     redactor = Redactor(cfg.secrets())
+    for note in notes:
+        print(f"=== note: {note}", file=out)
     print(f"=== mode: {mode}", file=out)
     print("=== system prompt", file=out)
     print(redactor.text(system_prompt), file=out)

@@ -152,7 +152,7 @@ REFUSED_PATHS = [
 
 @pytest.mark.parametrize("path", REFUSED_PATHS)
 def test_tick_refuses_protected_and_escaping_paths(root, path):
-    root.tick("--dry-run")  # lay out the root first
+    root.layout()
     target = (root.path / path) if not path.startswith("/") else Path(path)
     before = target.read_bytes() if target.is_file() else None
     root.ollama.reply_content(reply(files=[{"path": path, "content": "PWNED"}],
@@ -169,7 +169,7 @@ def test_tick_refuses_protected_and_escaping_paths(root, path):
 
 
 def test_tick_refuses_symlinks_out_of_root_and_into_prompts(root, tmp_path):
-    root.tick("--dry-run")
+    root.layout()
     outside = tmp_path / "outside.txt"
     outside.write_text("original")
     os.symlink(outside, root.p("notes/escape.md"))
@@ -217,7 +217,7 @@ BAD_REPLIES = [
 
 @pytest.mark.parametrize("name,text", BAD_REPLIES, ids=[b[0] for b in BAD_REPLIES])
 def test_tick_invalid_reply_changes_nothing(root, name, text):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("operator message\n")
     if "actions" not in text:
         text = text.replace('"work_done"', '"actions": [{"type": "shell", "cmd": "touch PWNED"}], "work_done"', 1)
@@ -237,7 +237,7 @@ def test_tick_invalid_reply_changes_nothing(root, name, text):
 
 @pytest.mark.parametrize("junk", ['{"not": "a list"}', "not json at all", '[1, 2, {"x": 1}]', ""])
 def test_tick_malformed_next_notes_never_wedges(root, junk):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/next_notes.json").write_text(junk)
     root.ollama.reply_content(reply())
     assert root.tick() == 0
@@ -257,7 +257,7 @@ def test_tick_corrupt_counter_never_reuses_a_number(root, junk):
 
 
 def test_tick_inbox_shown_once_and_archived_once(root):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("Stop researching, draft the first post.\n")
 
     def write_during_call(req):
@@ -341,7 +341,7 @@ def test_tick_shell_background_child_and_timeout(root):
 
 
 def test_tick_dry_run_changes_nothing(root, capsys):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("hello operator\n")
     before = snapshot(root)
     logs_before = sorted(os.listdir(root.p("logs")))
@@ -359,6 +359,38 @@ def test_tick_dry_run_changes_nothing(root, capsys):
         assert f"{key}: {tokens}" in out
 
 
+def test_tick_dry_run_on_a_new_root_creates_nothing(tmp_path, ollama, capsys):
+    import tick
+    import yaml
+    rootdir = tmp_path / "new-root"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"root": str(rootdir)},
+        "llm": {"primary": {"base_url": ollama.url, "api_key": PRIMARY_KEY}, "fallback": {"base_url": ""}}}))
+    assert tick.main(["--config", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"=== note: {rootdir} does not exist yet; read as a fresh root (a tick creates it)\n")
+    seed_mission = (Path(__file__).resolve().parent.parent / "seed" / "MISSION.md").read_text()
+    assert seed_mission.strip() in out
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml"] and not ollama.requests
+    # The estimates printed are the ones the first real tick records.
+    ollama.reply_content(reply(work_done="first"))
+    assert tick.main(["--config", str(config)]) == 0
+    payload = json.loads((rootdir / "logs/ticks/00000001.json").read_text())
+    for key, tokens in payload["sizes"]["blocks"].items():
+        assert f"{key}: {tokens}" in out
+
+
+def test_tick_dry_run_reads_a_missing_state_file_as_its_seed(root, capsys):
+    root.layout()
+    root.p("state/STATE.md").unlink()
+    before = snapshot(root)
+    assert root.tick("--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "=== note: state/STATE.md is missing; shown from seed/ (a tick seeds it)" in out
+    assert snapshot(root) == before and not root.p("state/STATE.md").exists()
+
+
 def test_tick_bad_config_exits_78_with_one_line(root):
     root.config_path.write_text("tick:\n  max_actions: lots\n")
     proc = root.run("tick.py")
@@ -369,7 +401,7 @@ def test_tick_bad_config_exits_78_with_one_line(root):
 
 def test_tick_lock_held_exits_75(root):
     from mako.fileio import FileLock
-    root.tick("--dry-run")
+    root.layout()
     lock = FileLock(root.p("state/.mako/tick.lock"))
     assert lock.acquire()
     try:
@@ -423,7 +455,7 @@ def test_tick_compaction_archives_journal_and_clears_flag(root):
 
 def test_tick_over_cap_context_is_shrunk_and_flags_compaction(root):
     root.write_config(context={"max_input_tokens": 3000})
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/PERSONA.md").write_text("persona line\n" * 2000)
     root.ollama.reply_content(reply())
     assert root.tick() == 0
@@ -500,7 +532,7 @@ def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
 
 
 def test_tick_clears_stale_temp_files_only(root):
-    root.tick("--dry-run")
+    root.layout()
     old, fresh = root.p("state/.STATE.md.123.tmp"), root.p("state/.NEXT.md.456.tmp")
     old.write_text("x")
     fresh.write_text("y")
@@ -512,7 +544,7 @@ def test_tick_clears_stale_temp_files_only(root):
 
 def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
     root.write_config(context={"max_input_tokens": 4000})
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/JOURNAL.md").write_text("".join(f"#{i} 2026-01-01T00:00:00+00:00 — did thing {i}\n"
                                                   for i in range(5000)))
     root.p("state/compact_pending.flag").write_text("x\n")
