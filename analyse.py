@@ -16,7 +16,7 @@ could not be read; 2 bad usage; 78 bad config.
 import sys
 from pathlib import Path
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_exit, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.stats import read_table, report
 
@@ -42,8 +42,11 @@ def main(argv=None):
         skipped = f" ({table.skipped} unreadable rows skipped)" if table.skipped else ""
         print(f"analyse: no rows in {path}{skipped}", flush=True)
         return EXIT_OK
-    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s))
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
     return EXIT_OK
 
 

@@ -1,10 +1,11 @@
 """What every entry point shares at its edge: argument parsing, config loading, exit codes."""
 
 import argparse
+import os
 import sys
 
 from .config import load_config
-from .errors import ConfigError
+from .errors import EXIT_OK, ConfigError
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,3 +27,14 @@ def load_or_exit(path, prog):
     for warning in cfg.warnings:
         print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
     return cfg
+
+
+def stdout_closed():
+    """The reader of standard output went away (`| head`): stop quietly, as command-line tools do.
+
+    Python flushes stdout once more at exit; pointing it at /dev/null keeps that flush from failing too.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK

@@ -108,6 +108,7 @@ def dry_run(cfg, mode=None, out=None):
     print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
     if sizes["over_cap"]:
         print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
+    out.flush()
     return EXIT_OK
 
 

@@ -572,3 +572,29 @@ def test_tick_telegram_off_posts_are_skipped_not_failed(root):
     results = root.read("state/LAST_RESULTS.md")
     assert "⏭ telegram_post: skipped (Telegram off)" in results and "❌" not in results
     assert root.telegram.messages == []
+
+
+def test_tick_unusable_root_is_one_line_not_a_traceback(root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    root.write_config(paths={"root": str(blocker)})
+    proc = root.run("tick.py")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"tick: cannot use the root {blocker}: ")
+
+
+def test_tick_dry_run_into_a_closed_pipe_ends_quietly(root):
+    import shlex
+    import subprocess
+    import sys
+    root.layout()
+    # Long enough to overflow the pipe and any buffer: the reader has gone before the writer is done.
+    root.p("state/STATE.md").write_text("state line\n" * 20000)
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, str(Path(__file__).resolve().parent.parent / "tick.py"),
+                                          "--config", str(root.config_path), "--dry-run"])
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -1"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
