@@ -18,12 +18,13 @@ file (tests and the idle-memory bench use it).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from mako.children import ChildRunner, StopSignal
-from mako.cli import Parser, load_or_exit
+from mako.cli import WARNED_ENV, Parser, load_or_exit
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.paths import ensure_layout
 from mako.schedule import Scheduler, run_forever, timezone_name
@@ -63,7 +64,8 @@ def main(argv=None):
     say(f"  config {cfg.path}")
     say(f"  timezone {timezone_name()}")
 
-    runner = ChildRunner(stop, stop_grace_s=sup.stop_grace_s, say=say)
+    # Its children load the same config: its warnings were printed above, once.
+    runner = ChildRunner(stop, stop_grace_s=sup.stop_grace_s, say=say, env={**os.environ, WARNED_ENV: "1"})
     scheduler = Scheduler(cfg, runner, scripts_dir=args.scripts_dir, python=sys.executable,
                           clock=time.time, localtime=time.localtime, say=say)
     run_forever(scheduler, stop, say=say)

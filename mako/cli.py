@@ -17,6 +17,11 @@ class Parser(argparse.ArgumentParser):
                           help="config file (default: config.yaml beside the scripts)")
 
 
+# Set by the supervisor for the runs it starts: it printed the config's warnings once at start-up, and a
+# warning repeated on every tick only buries the journal (§21).
+WARNED_ENV = "MAKO_CONFIG_WARNED"
+
+
 def load_or_exit(path, prog):
     """Load the config; on error print its one line and return None (the caller exits 78)."""
     try:
@@ -24,8 +29,9 @@ def load_or_exit(path, prog):
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr, flush=True)
         return None
-    for warning in cfg.warnings:
-        print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
+    if os.environ.get(WARNED_ENV) != "1":
+        for warning in cfg.warnings:
+            print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
     return cfg
 
 

@@ -382,7 +382,8 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
             attempts.append(rec)
             wall += rec["wall_s"]
             if result is None:
-                log.warning("%s: failed (%s) in %.1fs: %s", label, rec["kind"], rec["wall_s"], rec["error"][:300])
+                # One short line: the whole error text is in the payload's llm_attempts.
+                log.warning("%s: failed (%s) in %.1fs", label, rec["kind"], rec["wall_s"])
                 continue
             log.info("%s: ok in %.1fs", label, rec["wall_s"])
             if cooling_until:

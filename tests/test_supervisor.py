@@ -4,6 +4,7 @@ cleanup, killing a hung child with its group, and the real supervisor.py as syst
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -585,6 +586,32 @@ def test_supervisor_real_run_prints_timetable_runs_ticks_and_stops_on_sigterm(tm
     done = [line for line in lines if line.startswith("[supervisor] tick(normal): done rc=")]
     assert done and all(line.endswith("s") and " in " in line for line in done)
     assert (root / "state" / ".mako").is_dir() and (root / "logs" / "ticks").is_dir()
+
+
+def test_supervisor_journal_warns_once_and_names_a_refused_provider_in_one_short_line(tmp_path):
+    root = tmp_path / "root"
+    with closed_port() as port:
+        llm = (f"llm:\n"
+               f"  primary: {{type: ollama, base_url: 'http://127.0.0.1:{port}', model: m, timeout_s: 2}}\n"
+               f"  fallback: {{type: openai_compat, base_url: '', model: ''}}\n"
+               "tick:\n  frobnicate_level: 3\n")
+        config = write_config(root, llm + NO_SCRIBE_NO_DIGEST, tick_interval_s=0.5, stop_grace_s=2)
+        proc = start_supervisor(config)
+        out, err = LineReader(proc.stdout), LineReader(proc.stderr)
+        try:
+            assert wait_for(lambda: sum(line.startswith("[supervisor] tick(normal): done rc=1 in ")
+                                        for line in list(out.lines)) >= 3, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+    out.thread.join(5)
+    err.thread.join(5)
+    warnings = [line for line in err.lines if "unknown key tick.frobnicate_level" in line]
+    assert warnings == [f"supervisor: warning: {config}: unknown key tick.frobnicate_level (ignored)"]
+    refused = [line for line in err.lines if line.startswith("mako.llm: primary")]
+    assert len(refused) >= 3
+    assert all(re.fullmatch(r"mako\.llm: primary ollama/m: failed \(connection\) in \d+\.\ds", line)
+               for line in refused), refused
 
 
 def test_supervisor_real_scripts_against_fakes_run_tick_digest_scribe_in_order(tmp_path):
