@@ -5,7 +5,7 @@ exit 78. Unknown keys are kept out of the config and reported as warnings naming
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -18,116 +18,192 @@ DEFAULT_ROOT = "/srv/mako-zero"
 
 
 NUMBER = (int, float)
-
-# section -> key -> (type, default). A type of "secret" is a string that env vars may override.
-SCHEMA = {
-    "paths": {
-        "root": (str, DEFAULT_ROOT),
-        "state": (str, ""),
-        "notes": (str, ""),
-        "workdir": (str, ""),
-        "archive": (str, ""),
-        "logs": (str, ""),
-        "pending": (str, ""),
-        "prompts": (str, ""),
-    },
-    "context": {
-        "max_input_tokens": (int, 18000),
-        "recent_journal_lines": (int, 20),
-        "max_requested_notes": (int, 3),
-    },
-    "tick": {
-        "shell_timeout_s": (NUMBER, 30),
-        "http_timeout_s": (NUMBER, 30),
-        "http_response_max_bytes": (int, 8192),
-        "shell_output_max_bytes": (int, 4096),
-        "compact_every_n_ticks": (int, 50),
-        "approval_threshold_pence": (int, 200),
-        "budget_ceiling_pence_month": (int, 10000),
-        "telegram_summary_max_chars": (int, 1000),
-        "max_actions": (int, 12),
-    },
-    "telegram": {
-        "bot_token": (str, ""),
-        "chat_id": ((int, str), ""),
-        "log_thread_id": (int, 0),
-        "requests_thread_id": (int, 0),
-        "approvals_thread_id": (int, 0),
-        "digest_thread_id": (int, 0),
-        "api_base_url": (str, "https://api.telegram.org"),
-    },
-    "supervisor": {
-        "tick_interval_s": (NUMBER, 300),
-        "scribe_interval_s": (NUMBER, 7200),
-        "digest_hour_local": (int, 8),
-        "tick_timeout_s": (NUMBER, 300),
-        "scribe_timeout_s": (NUMBER, 240),
-        "digest_timeout_s": (NUMBER, 60),
-        "stop_grace_s": (NUMBER, 10),
-    },
-    "scribe": {
-        "enabled": (bool, True),
-        "recent_journal_lines": (int, 100),
-        "approval_thread": (str, "approvals"),
-    },
-    "digest": {
-        "enabled": (bool, True),
-        "hours_window": (NUMBER, 24),
-    },
-    "logging": {
-        "full_payload": (bool, True),
-        "keep_days": (NUMBER, 14),
-    },
-    "guardrails": {
-        "shell_denylist_substrings": (list, DEFAULT_DENYLIST),
-        "writable_paths": (list, ["state", "notes", "workdir", "archive", "pending"]),
-        "forbidden_paths": (list, []),
-    },
-}
-
-PROVIDER_SCHEMA = {
-    "type": (str, None),
-    "base_url": (str, None),
-    "api_key": (str, ""),
-    "model": (str, None),
-    "timeout_s": (NUMBER, None),
-    "num_predict": (int, 12000),
-}
-
-PROVIDER_DEFAULTS = {
-    "primary": {"type": "ollama", "base_url": "https://ollama.com", "model": "qwen3.5", "timeout_s": 180},
-    "fallback": {"type": "openai_compat", "base_url": "https://opencode.ai/zen/go/v1", "model": "qwen3.6",
-                 "timeout_s": 120},
-}
+INT_LIST = "list of integers"
+THREAD_NAMES = ("log", "requests", "approvals", "digest")
 PROVIDER_TYPES = ("ollama", "openai_compat")
 SECRET_ENV = {
     ("llm", "primary", "api_key"): "MAKO_PRIMARY_API_KEY",
     ("llm", "fallback", "api_key"): "MAKO_FALLBACK_API_KEY",
     ("telegram", "bot_token"): "MAKO_TELEGRAM_BOT_TOKEN",
 }
-POSITIVE_KEYS = {
-    "context.max_input_tokens", "tick.shell_timeout_s", "tick.http_timeout_s", "tick.http_response_max_bytes",
-    "tick.shell_output_max_bytes", "tick.telegram_summary_max_chars", "supervisor.tick_interval_s",
-    "supervisor.scribe_interval_s", "supervisor.tick_timeout_s", "supervisor.scribe_timeout_s",
-    "supervisor.digest_timeout_s", "digest.hours_window", "llm.primary.timeout_s", "llm.fallback.timeout_s",
-    "llm.primary.num_predict", "llm.fallback.num_predict",
-}
-THREAD_NAMES = ("log", "requests", "approvals", "digest")
+
+
+def setting(kind, default, positive=False, secret=False, key=None):
+    """A config key: its type, default, whether it must be > 0, whether it is a secret, and its YAML name
+    when that is not a Python name (`email.from`)."""
+    meta = {"kind": kind, "positive": positive, "secret": secret, "key": key}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Each section is a dataclass whose fields are the schema: key, type, default. Nothing else lists keys.
+
+@dataclass
+class PathsSection:
+    root: str = setting(str, DEFAULT_ROOT)
+    state: str = setting(str, "")
+    notes: str = setting(str, "")
+    workdir: str = setting(str, "")
+    archive: str = setting(str, "")
+    logs: str = setting(str, "")
+    pending: str = setting(str, "")
+    prompts: str = setting(str, "")
 
 
 @dataclass
 class Provider:
-    name: str
-    type: str
-    base_url: str
-    api_key: str
-    model: str
-    timeout_s: float
-    num_predict: int
+    """One LLM slot. `name` is the slot (primary|fallback), not a config key."""
+
+    type: str = setting(str, "ollama")
+    base_url: str = setting(str, "")
+    api_key: str = setting(str, "", secret=True)
+    model: str = setting(str, "")
+    timeout_s: float = setting(NUMBER, 120, positive=True)
+    num_predict: int = setting(int, 12000, positive=True)
+    name: str = field(default="", metadata={"internal": True})
 
     @property
     def configured(self):
         return bool(self.base_url and self.model)
+
+
+PROVIDER_DEFAULTS = {
+    "primary": {"type": "ollama", "base_url": "https://ollama.com", "model": "qwen3.5", "timeout_s": 180},
+    "fallback": {"type": "openai_compat", "base_url": "https://opencode.ai/zen/go/v1", "model": "qwen3.6",
+                 "timeout_s": 120},
+}
+
+
+@dataclass
+class LlmSettings:
+    primary: Provider = field(default_factory=Provider)
+    fallback: Provider = field(default_factory=Provider)
+    timeout_cooldown_s: float = setting(NUMBER, 600)
+
+
+@dataclass
+class ContextSettings:
+    max_input_tokens: int = setting(int, 18000, positive=True)
+    recent_journal_lines: int = setting(int, 20)
+    max_requested_notes: int = setting(int, 3)
+
+
+@dataclass
+class TickSettings:
+    shell_timeout_s: float = setting(NUMBER, 30, positive=True)
+    http_timeout_s: float = setting(NUMBER, 30, positive=True)
+    http_response_max_bytes: int = setting(int, 8192, positive=True)
+    shell_output_max_bytes: int = setting(int, 4096, positive=True)
+    compact_every_n_ticks: int = setting(int, 50)
+    approval_threshold_pence: int = setting(int, 200)
+    budget_ceiling_pence_month: int = setting(int, 10000)
+    telegram_summary_max_chars: int = setting(int, 1000, positive=True)
+    max_actions: int = setting(int, 12)
+
+
+@dataclass
+class InboundSettings:
+    enabled: bool = setting(bool, False)
+    allowed_user_ids: list = setting(INT_LIST, [])
+
+
+@dataclass
+class Telegram:
+    bot_token: str = setting(str, "", secret=True)
+    chat_id: object = setting((int, str), "")
+    log_thread_id: int = setting(int, 0)
+    requests_thread_id: int = setting(int, 0)
+    approvals_thread_id: int = setting(int, 0)
+    digest_thread_id: int = setting(int, 0)
+    api_base_url: str = setting(str, "https://api.telegram.org")
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+
+    @property
+    def enabled(self):
+        return bool(self.bot_token) and self.chat_id not in ("", None, 0)
+
+    @property
+    def inbound_on(self):
+        """Whether listen.py takes messages (§20): switched on, with someone allowed, and Telegram on."""
+        return self.enabled and self.inbound.enabled and bool(self.inbound.allowed_user_ids)
+
+    def thread_id(self, name):
+        """Thread id for a name (0 = unset, post without a thread)."""
+        return getattr(self, f"{name}_thread_id", 0) or 0
+
+    def first_thread(self, *names):
+        """Id of the first of `names` that is set; 0 when none is."""
+        for name in names:
+            tid = self.thread_id(name)
+            if tid:
+                return tid
+        return 0
+
+
+@dataclass
+class SupervisorSettings:
+    tick_interval_s: float = setting(NUMBER, 300, positive=True)
+    scribe_interval_s: float = setting(NUMBER, 7200, positive=True)
+    digest_hour_local: int = setting(int, 8)
+    tick_timeout_s: float = setting(NUMBER, 300, positive=True)
+    scribe_timeout_s: float = setting(NUMBER, 240, positive=True)
+    digest_timeout_s: float = setting(NUMBER, 60, positive=True)
+    stop_grace_s: float = setting(NUMBER, 10)
+
+
+@dataclass
+class ScribeSettings:
+    enabled: bool = setting(bool, True)
+    recent_journal_lines: int = setting(int, 100)
+    approval_thread: str = setting(str, "approvals")
+
+
+@dataclass
+class DigestSettings:
+    enabled: bool = setting(bool, True)
+    hours_window: float = setting(NUMBER, 24, positive=True)
+
+
+@dataclass
+class LoggingSettings:
+    full_payload: bool = setting(bool, True)
+    keep_days: float = setting(NUMBER, 14)
+
+
+@dataclass
+class EmailSettings:
+    smtp_host: str = setting(str, "")
+    smtp_port: int = setting(int, 465, positive=True)
+    username: str = setting(str, "")
+    password: str = setting(str, "", secret=True)
+    sender: str = setting(str, "", key="from")
+
+    @property
+    def configured(self):
+        return bool(self.smtp_host and self.sender)
+
+
+@dataclass
+class CloudflareSettings:
+    api_token: str = setting(str, "", secret=True)
+    account_id: str = setting(str, "")
+
+    @property
+    def configured(self):
+        return bool(self.api_token)
+
+
+@dataclass
+class HealthSettings:
+    alert_after_ticks: int = setting(int, 3, positive=True)
+
+
+@dataclass
+class GuardrailSettings:
+    shell_denylist_substrings: list = setting(list, DEFAULT_DENYLIST)
+    writable_paths: list = setting(list, ["state", "notes", "workdir", "archive", "pending"])
+    forbidden_paths: list = setting(list, [])
 
 
 @dataclass
@@ -153,62 +229,32 @@ class Paths:
 
 
 @dataclass
-class Section:
-    """A config section: attribute access over a checked dict."""
-
-    values: dict
-
-    def __getattr__(self, name):
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-@dataclass
-class Telegram:
-    bot_token: str
-    chat_id: object
-    log_thread_id: int
-    requests_thread_id: int
-    approvals_thread_id: int
-    digest_thread_id: int
-    api_base_url: str
-
-    @property
-    def enabled(self):
-        return bool(self.bot_token) and self.chat_id not in ("", None, 0)
-
-    def thread_id(self, name):
-        """Thread id for a name (0 = unset, post without a thread)."""
-        return getattr(self, f"{name}_thread_id", 0) or 0
-
-    def first_thread(self, *names):
-        """Id of the first of `names` that is set; 0 when none is."""
-        for name in names:
-            tid = self.thread_id(name)
-            if tid:
-                return tid
-        return 0
-
-
-@dataclass
 class Config:
     path: Path
     paths: Paths
-    primary: Provider
-    fallback: Provider
-    context: Section
-    tick: Section
+    llm: LlmSettings
+    context: ContextSettings
+    tick: TickSettings
     telegram: Telegram
-    supervisor: Section
-    scribe: Section
-    digest: Section
-    logging: Section
-    guardrails: Section
+    supervisor: SupervisorSettings
+    scribe: ScribeSettings
+    digest: DigestSettings
+    logging: LoggingSettings
+    email: EmailSettings
+    cloudflare: CloudflareSettings
+    health: HealthSettings
+    guardrails: GuardrailSettings
     warnings: list = field(default_factory=list)
     # Secret values written in the file but overridden from the environment: still scrubbed wherever seen.
     shadowed_secrets: list = field(default_factory=list)
+
+    @property
+    def primary(self):
+        return self.llm.primary
+
+    @property
+    def fallback(self):
+        return self.llm.fallback
 
     @property
     def providers(self):
@@ -216,12 +262,28 @@ class Config:
 
     def secrets(self):
         """Every configured secret value, longest first (so a longer one is scrubbed before its prefix)."""
-        values = {self.primary.api_key, self.fallback.api_key, self.telegram.bot_token, *self.shadowed_secrets}
+        values = {self.primary.api_key, self.fallback.api_key, self.telegram.bot_token, self.email.password,
+                  self.cloudflare.api_token, *self.shadowed_secrets}
         return sorted((v for v in values if v), key=len, reverse=True)
 
 
+# The top-level sections, in the order of config.example.yaml. `llm` and `paths` are read specially.
+SECTIONS = {
+    "paths": PathsSection, "llm": LlmSettings, "context": ContextSettings, "tick": TickSettings,
+    "telegram": Telegram, "supervisor": SupervisorSettings, "scribe": ScribeSettings,
+    "digest": DigestSettings, "logging": LoggingSettings, "email": EmailSettings,
+    "cloudflare": CloudflareSettings, "health": HealthSettings, "guardrails": GuardrailSettings,
+}
+
+
+def schema_keys(cls):
+    """(YAML key, field) of each config key of a section class; nested sections come back as fields too."""
+    return [(f.metadata.get("key") or f.name, f) for f in fields(cls) if not f.metadata.get("internal")]
+
+
 def _type_name(expected):
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list of strings", INT_LIST: "a list of integers"}
     if expected is NUMBER:
         return "a number"
     if isinstance(expected, tuple):
@@ -229,97 +291,94 @@ def _type_name(expected):
     return names[expected]
 
 
-def _check(file, key, value, expected):
-    """Return value if it has the expected type, else raise ConfigError naming file and key."""
-    types = expected if isinstance(expected, tuple) else (expected,)
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if expected is list and ok:
-        ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            raise ConfigError(f"{file}: {key}: expected a list of strings")
-    if not ok:
+def _is(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if kind == INT_LIST:
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, kinds)
+
+
+def _check(file, key, value, f):
+    """Return value if it fits the field's type and bounds, else raise ConfigError naming file and key."""
+    meta = f.metadata
+    if not _is(value, meta["kind"]):
         # A secret of the wrong type is still a secret: name its type, never echo it.
-        shown = type(value).__name__ if key.endswith(("api_key", "bot_token")) else repr(value)
-        raise ConfigError(f"{file}: {key}: expected {_type_name(expected)}, got {shown}"[:300])
-    if key in POSITIVE_KEYS and value <= 0:
+        shown = type(value).__name__ if meta["secret"] else repr(value)
+        raise ConfigError(f"{file}: {key}: expected {_type_name(meta['kind'])}, got {shown}"[:300])
+    if meta["positive"] and value <= 0:
         raise ConfigError(f"{file}: {key}: must be greater than 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and key != "telegram.chat_id":
         raise ConfigError(f"{file}: {key}: must not be negative, got {value!r}")
     return value
 
 
-def _section(file, raw, name, schema, warnings):
-    data = raw.get(name)
+def _mapping(file, data, name):
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: {name}: expected a mapping of keys, got {type(data).__name__}")
-    out = {}
-    for key, (expected, default) in schema.items():
-        if key in data and data[key] is not None:
-            out[key] = _check(file, f"{name}.{key}", data[key], expected)
-        else:
-            out[key] = list(default) if isinstance(default, list) else default
-    for key in data:
-        if key not in schema:
-            warnings.append(f"{file}: unknown key {name}.{key} (ignored)")
-    return out
+    return data
 
 
-def _provider(file, llm, slot, warnings, shadowed):
-    data = llm.get(slot)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: llm.{slot}: expected a mapping of keys")
+def _section(file, data, name, cls, warnings, defaults=None):
+    """Build section `cls` from its YAML mapping: defaults filled, types checked, unknown keys warned."""
+    data = _mapping(file, data, name)
     values = {}
-    for key, (expected, default) in PROVIDER_SCHEMA.items():
-        default = PROVIDER_DEFAULTS[slot].get(key, default)
+    known = set()
+    for key, f in schema_keys(cls):
+        known.add(key)
+        if is_dataclass(f.type):
+            values[f.name] = _section(file, data.get(key), f"{name}.{key}", f.type, warnings)
+            continue
         if key in data and data[key] is not None:
-            values[key] = _check(file, f"llm.{slot}.{key}", data[key], expected)
-        else:
-            values[key] = default
+            values[f.name] = _check(file, f"{name}.{key}", data[key], f)
+        elif defaults and key in defaults:
+            values[f.name] = defaults[key]
     for key in data:
-        if key not in PROVIDER_SCHEMA:
-            warnings.append(f"{file}: unknown key llm.{slot}.{key} (ignored)")
-    if values["type"] not in PROVIDER_TYPES:
-        raise ConfigError(f"{file}: llm.{slot}.type: expected one of {', '.join(PROVIDER_TYPES)}, "
-                          f"got {values['type']!r}"[:300])
-    values["base_url"] = values["base_url"].strip().rstrip("/")
-    env = os.environ.get(SECRET_ENV[("llm", slot, "api_key")])
-    if env:
-        shadowed.append(values["api_key"])
-        values["api_key"] = env
-    return Provider(name=slot, **values)
+        if key not in known:
+            warnings.append(f"{file}: unknown key {name}.{key} (ignored)")
+    return cls(**values)
+
+
+def _apply_env(obj, attr, env_name, shadowed):
+    value = os.environ.get(env_name)
+    if value:
+        shadowed.append(getattr(obj, attr))
+        setattr(obj, attr, value)
 
 
 def _paths(file, p):
-    root = Path(os.path.expanduser(p["root"]))
+    root = Path(os.path.expanduser(p.root))
     if not root.is_absolute():
         root = (Path(file).resolve().parent / root)
     root = Path(os.path.normpath(root))
 
     def sub(name, default):
-        value = p[name]
+        value = getattr(p, name)
         if not value:
             return default
         path = Path(os.path.expanduser(value))
         return Path(os.path.normpath(path if path.is_absolute() else root / path))
 
-    return Paths(
-        root=root,
-        state=sub("state", root / "state"),
-        notes=sub("notes", root / "notes"),
-        workdir=sub("workdir", root / "workdir"),
-        archive=sub("archive", root / "archive"),
-        logs=sub("logs", root / "logs"),
-        pending=sub("pending", root / "pending"),
-        prompts=sub("prompts", CODE_DIR / "prompts"),
-    )
+    return Paths(root=root, prompts=sub("prompts", CODE_DIR / "prompts"),
+                 **{name: sub(name, root / name) for name in ("state", "notes", "workdir", "archive", "logs",
+                                                              "pending")})
 
 
 def default_config_path():
     return CODE_DIR / "config.yaml"
+
+
+def _yaml_error(file, e):
+    """PyYAML's own problem and where, on one line (`... line 3, column 7: mapping values are not allowed`)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or e.__class__.__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError(f"{file}: not valid YAML{where}: {' '.join(str(problem).split())}"[:300])
 
 
 def load_config(path=None):
@@ -328,65 +387,51 @@ def load_config(path=None):
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{file}: config file not found") from None
+        raise ConfigError(f"{file}: config file not found (install.sh writes one from config.example.yaml; "
+                          "or pass --config PATH)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{file}: cannot read config: {e.__class__.__name__}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{file}: not valid YAML{where}") from None
+        raise _yaml_error(file, e) from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{file}: the config is empty (start from config.example.yaml)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping of sections at the top level")
-    warnings = []
-    known = set(SCHEMA) | {"llm"}
-    for key in raw:
-        if key not in known:
-            warnings.append(f"{file}: unknown key {key} (ignored)")
-    sections = {name: _section(file, raw, name, schema, warnings) for name, schema in SCHEMA.items()}
-    llm = raw.get("llm") or {}
-    if not isinstance(llm, dict):
-        raise ConfigError(f"{file}: llm: expected a mapping of keys")
-    for key in llm:
-        if key not in ("primary", "fallback"):
-            warnings.append(f"{file}: unknown key llm.{key} (ignored)")
+    if "llm" not in raw:
+        raise ConfigError(f"{file}: llm: missing section (the providers to call; see config.example.yaml)")
+    warnings = [f"{file}: unknown key {key} (ignored)" for key in raw if key not in SECTIONS]
     shadowed = []
-    primary = _provider(file, llm, "primary", warnings, shadowed)
-    fallback = _provider(file, llm, "fallback", warnings, shadowed)
 
+    llm_raw = _mapping(file, raw.get("llm"), "llm")
+    llm = _section(file, {k: v for k, v in llm_raw.items() if k not in ("primary", "fallback")}, "llm",
+                   LlmSettings, warnings)
+    for slot in ("primary", "fallback"):
+        provider = _section(file, llm_raw.get(slot), f"llm.{slot}", Provider, warnings, PROVIDER_DEFAULTS[slot])
+        if provider.type not in PROVIDER_TYPES:
+            raise ConfigError(f"{file}: llm.{slot}.type: expected one of {', '.join(PROVIDER_TYPES)}, "
+                              f"got {provider.type!r}"[:300])
+        provider.name = slot
+        provider.base_url = provider.base_url.strip().rstrip("/")
+        _apply_env(provider, "api_key", SECRET_ENV[("llm", slot, "api_key")], shadowed)
+        setattr(llm, slot, provider)
+
+    sections = {name: _section(file, raw.get(name), name, cls, warnings)
+                for name, cls in SECTIONS.items() if name != "llm"}
     tg = sections["telegram"]
-    env_token = os.environ.get(SECRET_ENV[("telegram", "bot_token")])
-    if env_token:
-        shadowed.append(tg["bot_token"])
-        tg["bot_token"] = env_token
-    tg["api_base_url"] = tg["api_base_url"].strip().rstrip("/")
-    hour = sections["supervisor"]["digest_hour_local"]
+    _apply_env(tg, "bot_token", SECRET_ENV[("telegram", "bot_token")], shadowed)
+    tg.api_base_url = tg.api_base_url.strip().rstrip("/")
+    hour = sections["supervisor"].digest_hour_local
     if not 0 <= hour <= 23:
         raise ConfigError(f"{file}: supervisor.digest_hour_local: must be an hour from 0 to 23, got {hour}")
-    thread = sections["scribe"]["approval_thread"]
-    if thread not in THREAD_NAMES:
+    if sections["scribe"].approval_thread not in THREAD_NAMES:
         raise ConfigError(f"{file}: scribe.approval_thread: expected one of {', '.join(THREAD_NAMES)}")
     for key in ("writable_paths", "forbidden_paths"):
-        for entry in sections["guardrails"][key]:
+        for entry in getattr(sections["guardrails"], key):
             if os.path.isabs(entry) or ".." in Path(entry).parts or not entry.strip():
                 raise ConfigError(f"{file}: guardrails.{key}: {entry!r} must be a path relative to the root")
 
-    return Config(
-        path=file.resolve(),
-        paths=_paths(file, sections["paths"]),
-        primary=primary,
-        fallback=fallback,
-        context=Section(sections["context"]),
-        tick=Section(sections["tick"]),
-        telegram=Telegram(**tg),
-        supervisor=Section(sections["supervisor"]),
-        scribe=Section(sections["scribe"]),
-        digest=Section(sections["digest"]),
-        logging=Section(sections["logging"]),
-        guardrails=Section(sections["guardrails"]),
-        warnings=warnings,
-        shadowed_secrets=[v for v in shadowed if v],
-    )
+    paths = _paths(file, sections.pop("paths"))
+    return Config(path=file.resolve(), paths=paths, llm=llm, warnings=warnings,
+                  shadowed_secrets=[v for v in shadowed if v], **sections)

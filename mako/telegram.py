@@ -116,19 +116,30 @@ class TelegramClient:
             text = text.replace(self.tg.bot_token, MARK)
         return self.redactor.text(text)
 
-    def send(self, text, thread="log"):
-        """Post `text` (split if long) to `thread`; True when every part was delivered. Never raises."""
+    def send(self, text, thread="log", reply_markup=None):
+        """Post `text` (split if long) to `thread`; True when every part was delivered. Never raises.
+
+        `reply_markup` (an inline keyboard) goes on the last part; `last_message_id` is then that part's id.
+        """
         if not self.tg.enabled:
             return False
         try:
-            return self._send(text, thread)
+            return self._send(text, thread, reply_markup)
         except Exception as e:  # a Telegram problem must never fail the run that posts
             error = self.scrub(f"{type(e).__name__}: {e}")
             self._record(False, None, error, None, 0, 0, 0)
             log.warning("telegram send failed: %s", error)
             return False
 
-    def _send(self, text, thread):
+    @property
+    def last_message_id(self):
+        """The message_id of the last part delivered, or None."""
+        for rec in reversed(self.records):
+            if rec["ok"]:
+                return rec["message_id"]
+        return None
+
+    def _send(self, text, thread, reply_markup=None):
         thread_id = resolve_thread(self.tg, thread)
         if thread_id is None:
             error = self.scrub(f"unknown thread {thread!r}")[:200]
@@ -141,18 +152,21 @@ class TelegramClient:
             return False
         for i, part in enumerate(parts, 1):
             body = part if len(parts) == 1 else f"({i}/{len(parts)}) {part.strip(chr(10))}"
-            if not self._post(body, thread_id, i, len(parts)):
+            markup = reply_markup if i == len(parts) else None
+            if not self._post(body, thread_id, i, len(parts), markup):
                 return False
         return True
 
     def _time_left(self):
         return None if self.deadline is None else self.deadline - self.clock()
 
-    def _post(self, text, thread_id, part, parts):
+    def _post(self, text, thread_id, part, parts, reply_markup=None):
         url = f"{self.tg.api_base_url}/bot{self.tg.bot_token}/sendMessage"
         payload = {"chat_id": self.tg.chat_id, "text": text, "link_preview_options": {"is_disabled": True}}
         if thread_id:
             payload["message_thread_id"] = thread_id
+        if reply_markup:
+            payload["reply_markup"] = reply_markup
         if self._session is None:
             self._session = requests.Session()
         rate_limited = 0

@@ -222,7 +222,7 @@ def test_analyse_headerless_file_uses_standard_columns(tmp_path):
 
 def test_analyse_bad_config_exits_78(tmp_path, capsys):
     bad = tmp_path / "config.yaml"
-    bad.write_text("supervisor:\n  tick_interval_s: soon\n")
+    bad.write_text("llm: {}\nsupervisor:\n  tick_interval_s: soon\n")
     assert analyse.main(["--config", str(bad)]) == 78
     assert "supervisor.tick_interval_s" in capsys.readouterr().err
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mako.config import (DEFAULT_DENYLIST, PROVIDER_DEFAULTS, PROVIDER_SCHEMA, SCHEMA, SECRET_ENV,
-                         load_config)
+from mako.config import (DEFAULT_DENYLIST, PROVIDER_DEFAULTS, SECRET_ENV, SECTIONS, Provider, load_config,
+                         schema_keys)
 from mako.errors import ConfigError
 
 CODE = Path(__file__).resolve().parent.parent
@@ -24,23 +24,23 @@ def no_secret_env(monkeypatch):
 
 
 def write(tmp_path, text, name="config.yaml"):
+    """A config file; one without an `llm` section gets an empty one (a config must have it)."""
+    text = textwrap.dedent(text)
+    if not any(line.startswith("llm:") for line in text.splitlines()):
+        text = "llm: {}\n" + text
     path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def comparable(cfg):
     """Everything a run reads from a Config, without where it was loaded from."""
-    return {
-        "paths": cfg.paths, "primary": cfg.primary, "fallback": cfg.fallback, "telegram": cfg.telegram,
-        **{name: getattr(cfg, name).values for name in
-           ("context", "tick", "supervisor", "scribe", "digest", "logging", "guardrails")},
-    }
+    return {name: getattr(cfg, name) for name in ("paths", *SECTIONS) if name != "paths"} | {"paths": cfg.paths}
 
 
 def test_config_example_loads_without_warnings_and_equals_defaults(tmp_path):
     example = load_config(EXAMPLE)
-    defaults = load_config(write(tmp_path, "{}\n"))
+    defaults = load_config(write(tmp_path, "llm: {}\n"))
     assert example.warnings == []
     assert comparable(example) == comparable(defaults)
     assert example.guardrails.shell_denylist_substrings == DEFAULT_DENYLIST
@@ -48,12 +48,57 @@ def test_config_example_loads_without_warnings_and_equals_defaults(tmp_path):
 
 def test_config_example_names_every_key():
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    for section, keys in SCHEMA.items():
-        assert set(raw[section]) == set(keys), section
+
+    def keys(cls):
+        return {key for key, _f in schema_keys(cls)}
+
+    for section, cls in SECTIONS.items():
+        assert set(raw[section]) == keys(cls) - {"primary", "fallback"} | (
+            {"primary", "fallback"} if section == "llm" else set()), section
+    assert set(raw["telegram"]["inbound"]) == {"enabled", "allowed_user_ids"}
     for slot in ("primary", "fallback"):
-        assert set(raw["llm"][slot]) == set(PROVIDER_SCHEMA), slot
+        assert set(raw["llm"][slot]) == keys(Provider), slot
         for key, value in PROVIDER_DEFAULTS[slot].items():
             assert raw["llm"][slot][key] == value
+
+
+@pytest.mark.parametrize("text,what", [
+    ("", "the config is empty"),
+    ("# only a comment\n", "the config is empty"),
+    ("tick:\n  max_actions: 5\n", "llm: missing section"),
+])
+def test_config_empty_or_without_llm_is_an_error(tmp_path, text, what):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and what in str(err.value)
+
+
+def test_config_yaml_error_names_problem_line_and_column(tmp_path):
+    path = write(tmp_path, "llm: {}\ntick:\n  max_actions: 5\n   shell_timeout_s: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "line 4, column 19" in message, message
+    assert "mapping values are not allowed here" in message
+    assert "\n" not in message
+
+
+def test_config_new_sections_are_typed_and_their_secrets_scrubbed(tmp_path):
+    cfg = load_config(write(tmp_path, """\
+        telegram:
+          inbound: {enabled: true, allowed_user_ids: [42, 7]}
+        email: {smtp_host: smtp.example.org, password: mail-secret-1, from: mako@example.org}
+        cloudflare: {api_token: cf-token-secret}
+        health: {alert_after_ticks: 5}
+        llm: {timeout_cooldown_s: 60}
+        """))
+    assert cfg.telegram.inbound.allowed_user_ids == [42, 7]
+    assert cfg.email.sender == "mako@example.org" and cfg.email.configured
+    assert cfg.cloudflare.configured and cfg.health.alert_after_ticks == 5
+    assert cfg.llm.timeout_cooldown_s == 60
+    assert {"mail-secret-1", "cf-token-secret"} <= set(cfg.secrets())
 
 
 def test_config_example_secrets_are_empty():
@@ -112,6 +157,11 @@ BAD = [
     ("guardrails:\n  writable_paths: [../up]\n", "guardrails.writable_paths"),
     ("paths:\n  root: 5\n", "paths.root"),
     ("logging:\n  keep_days: -3\n", "logging.keep_days"),
+    ("telegram:\n  inbound:\n    allowed_user_ids: [alice]\n", "telegram.inbound.allowed_user_ids"),
+    ("telegram:\n  inbound: yes\n", "telegram.inbound"),
+    ("email:\n  smtp_port: 0\n", "email.smtp_port"),
+    ("health:\n  alert_after_ticks: 0\n", "health.alert_after_ticks"),
+    ("llm:\n  timeout_cooldown_s: soon\n", "llm.timeout_cooldown_s"),
 ]
 
 
@@ -132,7 +182,8 @@ def test_config_bad_value_names_file_and_key(tmp_path, text, key):
     ("just a string\n", "mapping"),
 ])
 def test_config_unreadable_document_names_file(tmp_path, text, what):
-    path = write(tmp_path, text)
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(path) in str(err.value)
@@ -144,7 +195,7 @@ def test_config_missing_file_names_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(path) in str(err.value)
-    assert "not found" in str(err.value)
+    assert "not found" in str(err.value) and "install.sh" in str(err.value)
 
 
 def test_config_unknown_key_is_a_warning_not_an_error(tmp_path):

@@ -222,7 +222,7 @@ def test_digest_redacts_secrets(root, capsys):
 
 def test_digest_bad_config_exits_78(tmp_path, capsys):
     bad = tmp_path / "config.yaml"
-    bad.write_text("digest:\n  hours_window: yesterday\n")
+    bad.write_text("llm: {}\ndigest:\n  hours_window: yesterday\n")
     assert digest.main(["--config", str(bad)]) == 78
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "digest.hours_window" in err
