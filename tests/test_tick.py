@@ -598,3 +598,16 @@ def test_tick_dry_run_into_a_closed_pipe_ends_quietly(root):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_tick_hanging_primary_still_leaves_the_fallback_its_turn(root):
+    root.write_config(supervisor={"tick_timeout_s": 14}, llm={"primary": {"timeout_s": 180},
+                                                             "fallback": {"timeout_s": 120}})
+    root.ollama.push("/api/chat", Reply(mode="hang"))
+    root.openai.reply_content(reply(work_done="answered by the fallback"))
+    start = time.monotonic()
+    assert root.tick() == 0
+    assert time.monotonic() - start < 14
+    payload = root.payload(1)
+    assert [(a["slot"], a["kind"]) for a in payload["llm_attempts"]] == [("primary", "timeout"), ("fallback", None)]
+    assert root.metrics()[0]["provider_used"] == "fallback"
