@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from .approvals import read_queue
 from .fileio import read_text, tail_lines
 from .redact import Redactor
+from .schedule import record_digest_sent
 from .stats import count_if, is_true, numbers, parse_ts, pct, read_table, summarize, total
 from .telegram import TelegramClient
 
@@ -177,14 +178,17 @@ def build_digest(cfg, now=None):
 
 
 def send_digest(cfg, text, clock=time.time):
-    """Post the digest to the digest thread (else log); True when Telegram accepted every part."""
+    """Post the digest to the digest thread (else log); True when Telegram accepted every part, and then
+    the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
     budget = cfg.supervisor.digest_timeout_s
     client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
-    if not ok:
+    if ok:
+        record_digest_sent(cfg.paths.private, time.localtime(clock()))
+    else:
         last = client.records[-1] if client.records else {}
         log.error("digest not delivered: %s", last.get("error") or "no reply")
     return ok

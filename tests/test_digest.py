@@ -176,6 +176,20 @@ def test_digest_goes_to_digest_thread(root, capsys):
     assert "parse_mode" not in root.telegram.messages[0]
 
 
+def test_digest_records_the_local_date_the_moment_it_is_delivered(root, capsys):
+    import time
+    from mako.schedule import digest_sent_date
+    seed(root)
+    private = root.p("state/.mako")
+    root.telegram.push("sendMessage", tg_error(400, "Bad Request: chat not found"))
+    assert run(root, capsys)[0] == 1
+    assert run(root, capsys, "--print")[0] == 0
+    assert digest_sent_date(private) is None  # nothing was delivered
+    assert run(root, capsys)[0] == 0
+    assert digest_sent_date(private) == time.strftime("%Y-%m-%d")
+    assert root.read("state/.mako/digest_sent") == time.strftime("%Y-%m-%d") + "\n"
+
+
 def test_digest_without_digest_thread_goes_to_log(root, capsys):
     root.write_config(telegram={"digest_thread_id": 0})
     seed(root, now=datetime.now(timezone.utc))

@@ -34,6 +34,8 @@ def write_config(root, extra="", **supervisor):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     body = f"paths:\n  root: {root}\n"
+    if "llm:" not in extra:
+        body += "llm:\n  primary: {base_url: 'http://127.0.0.1:9', model: m}\n  fallback: {base_url: ''}\n"
     if supervisor:
         body += "supervisor:\n" + "".join(f"  {k}: {v}\n" for k, v in supervisor.items())
     path = root / "config.yaml"
@@ -198,6 +200,38 @@ def test_schedule_restart_in_digest_hour_sends_no_second_digest(tmp_path):
     assert runner2.of("digest") == []
     assert runner2.runs[0][0] == "tick"
     assert ScheduleState(cfg.paths.private / "schedule.json").load() is None
+
+
+@pytest.mark.parametrize("rc", [STOPPED, TIMEOUT, -15, 1])
+def test_schedule_digest_delivered_then_killed_is_not_sent_again(tmp_path, rc):
+    from mako.schedule import record_digest_sent
+    cfg = make_cfg(tmp_path, digest_hour_local=8)
+    clock = FakeClock(T0 + 8 * 3600 + 60)
+
+    def delivered_then_killed(n):
+        record_digest_sent(cfg.paths.private, time.gmtime(clock.t))  # what digest.py does on delivery
+        return rc
+
+    runner = FakeRunner(clock, rcs={"digest": delivered_then_killed})
+    drive(scheduler_for(cfg, clock, runner), clock, T0 + 9 * 3600)
+    assert len(runner.of("digest")) == 1
+    # A restart (systemctl restart at the wrong second) sends no second digest either.
+    runner2 = FakeRunner(clock)
+    drive(scheduler_for(cfg, clock, runner2), clock, T0 + 20 * 3600)
+    assert runner2.of("digest") == []
+    drive(scheduler_for(cfg, clock, runner2), clock, T0 + DAY + 9 * 3600)
+    assert len(runner2.of("digest")) == 1  # the next day's
+
+
+def test_schedule_digest_sent_by_hand_counts_for_the_day(tmp_path):
+    from mako.schedule import record_digest_sent
+    cfg = make_cfg(tmp_path, digest_hour_local=8)
+    record_digest_sent(cfg.paths.private, time.gmtime(T0 + 7 * 3600))  # digest.py run by hand at 07:00
+    clock = FakeClock(T0 + 6 * 3600)
+    runner = FakeRunner(clock)
+    drive(scheduler_for(cfg, clock, runner), clock, T0 + DAY + 9 * 3600)
+    digests = runner.of("digest")
+    assert [time.gmtime(d[1]).tm_mday for d in digests] == [time.gmtime(T0 + DAY).tm_mday]
 
 
 def test_schedule_restart_after_scribe_keeps_its_persisted_time(tmp_path):
@@ -663,8 +697,7 @@ def test_supervisor_exits_at_once_on_sigterm_when_idle(tmp_path):
 
 
 def test_supervisor_bad_config_exits_78_with_one_line(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text("supervisor:\n  tick_interval_s: soon\n")
+    config = write_config(tmp_path, tick_interval_s="soon")
     proc = start_supervisor(config)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 78
