@@ -14,6 +14,7 @@ import csv
 import gc
 import io
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -323,6 +324,7 @@ def fmt_int(x):
 DISTRIBUTIONS = (("wall_s", "s", "{:.2f}"), ("input_tokens_est", "tokens", "{:.0f}"),
                  ("output_chars", "chars", "{:.0f}"))
 RECENT_FAILURES = 10
+TICK_RE = re.compile(r"[0-9]{1,12}")
 
 
 def _count_lines(pairs, n, limit=12):
@@ -364,8 +366,9 @@ def _span_lines(table, tick_interval_s, mean_wall):
     return lines
 
 
-def report(table, source, tick_interval_s):
-    """The soak report for a non-empty Table, as text."""
+def report(table, source, tick_interval_s, reason=None):
+    """The soak report for a non-empty Table, as text. `reason(tick_n)` says why a tick failed ("" when
+    unknown)."""
     n = len(table)
     out = [f"metrics: {source}",
            f"rows: {n:,}" + (f" ({table.skipped:,} unreadable rows skipped)" if table.skipped else ""), ""]
@@ -412,10 +415,12 @@ def report(table, source, tick_interval_s):
     out.append(f"  compact_now true: {compact_now:,} · compaction ticks: {compactions:,}")
 
     out += ["", f"Recent failures (last {min(RECENT_FAILURES, len(failed))} of {len(failed):,})"]
-    ticks, fails = table.col("tick_n"), table.col("failures")
+    ticks = table.col("tick_n")
     for i in failed[-RECENT_FAILURES:]:
-        out.append(f"  {table.ts[i].isoformat()}  #{ticks[i].strip() or '?'}  {outcomes[i].strip() or '(unknown)'}"
-                   + (f"  {_cut(fails[i], 160)}" if fails[i].strip() else ""))
+        tick = ticks[i].strip()
+        why = reason(int(tick)) if reason and TICK_RE.fullmatch(tick) else ""
+        out.append(f"  {table.ts[i].isoformat()}  #{tick or '?'}  {outcomes[i].strip() or '(unknown)'}"
+                   + (f"  {_cut(why, 160)}" if why.strip() else ""))
     if not failed:
         out.append("  none")
     return "\n".join(out) + "\n"

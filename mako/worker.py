@@ -403,25 +403,10 @@ class Tick:
             summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
-        run, queued, failed, _ = report.action_counts(self.actions)
-        failed += sum(1 for w in self.writes if not w.get("ok"))
         self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
                             outcome=outcome)
-        row = {
-            "ts": iso(), "tick_n": self.n, "mode": self.mode, "wall_s": round(wall, 3),
-            "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
-            "input_tokens_est": self.payload["sizes"].get("total") if self.payload["sizes"] else None,
-            "output_chars": len(llm.content) if llm else None,
-            "actions_count": len(reply["actions"]) if reply else None,
-            "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
-            "parse_ok": (reply is not None) if llm else None,
-            "drift_flag": reply["drift_flag"] if reply else None,
-            "compact_now": reply["compact_now"] if reply else None,
-            "failures": failed, "outcome": outcome,
-            "llm_wall_s": round(llm.wall_s, 3) if llm else None,
-            "prompt_tokens": llm.prompt_tokens if llm else None,
-            "completion_tokens": llm.completion_tokens if llm else None,
-        }
+        row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
+                                 self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
         try:
             append_metrics(cfg.paths.logs / "metrics.csv", row)

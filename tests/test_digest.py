@@ -18,7 +18,7 @@ JOURNAL = [f"#{n} 2025-03-02T0{n}:00:00+00:00 — step {n}" for n in range(1, 8)
 def window_rows(now):
     """known_rows() moved to end 10 minutes before `now`, after five ticks from more than a day before."""
     old = [tick_row(n, ts=(now - timedelta(hours=30, minutes=-n)).isoformat(), outcome="fail", wall_s=500.0,
-                    drift_flag="stale flag", actions_executed=9, mode="compact") for n in range(1, 6)]
+                    drift_flag="stale flag") for n in range(1, 6)]
     rows = known_rows()
     for i, row in enumerate(rows):
         row["tick_n"] = 100 + i
@@ -49,8 +49,8 @@ def expected_text(now=NOW):
         f"🦫 Daily digest · {now.astimezone():%Y-%m-%d}",
         "Last 24h: 20 ticks, 3 failed (15.0%): 2 parse_error, 1 timeout",
         "Compactions: 2 · compact_now requested 1×",
-        "Actions: 18 executed, 18 queued",
-        "Tokens: prompt 18,000 · completion 1,000 · input est 210,000",
+        "Actions: 15 executed, 15 queued",
+        "Tokens: prompt 17,100 · completion 950 · input est 210,000 (usage reported on 19/20 ticks)",
         "Wall time: mean 10.5s · p95 19.0s",
         "Drift flags: 2",
         "  #107 off mission",
@@ -122,7 +122,7 @@ def test_digest_junk_rows_do_not_crash(root):
     assert fig["ticks"] == 22
     # The torn row has no outcome, so it is not known to be ok.
     assert fig["failures"] == 4 and dict(fig["failure_kinds"])["unknown"] == 1
-    assert fig["wall"].n == 21 and fig["executed"] == 19 and fig["queued"] == 18
+    assert fig["wall"].n == 21 and fig["executed"] == 16 and fig["queued"] == 15
     assert "Last 24h: 22 ticks, 4 failed (18.2%)" in render(fig)
 
 
@@ -131,7 +131,7 @@ def test_digest_usage_partly_reported_is_said(root):
     for row in rows[-4:]:
         row["prompt_tokens"] = None
     seed(root, rows=rows)
-    assert ("Tokens: prompt 14,400 · completion 1,000 · input est 210,000 (usage reported on 16/20 ticks)"
+    assert ("Tokens: prompt 13,500 · completion 950 · input est 210,000 (usage reported on 15/20 ticks)"
             in build_digest(root.cfg(), now=NOW))
 
 

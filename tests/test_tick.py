@@ -11,7 +11,7 @@ import pytest
 from conftest import BOT_TOKEN, CHAT_ID, FALLBACK_KEY, PRIMARY_KEY, SECRETS, THREADS, reply
 from fakes import Reply, ollama_thinking_only, ollama_usage_limit
 
-from mako.logs import METRICS_COLUMNS, PAYLOAD_KEYS
+from mako.logs import PAYLOAD_KEYS
 
 STATE_FILES = ("STATE.md", "NEXT.md", "PERSONA.md", "JOURNAL.md", "LAST_RESULTS.md", "MISSION.md",
                "CAPABILITIES.md", "tick_counter.txt", "next_notes.json", "compact_pending.flag")
@@ -50,7 +50,10 @@ def test_tick_normal_writes_every_record(root):
     assert json.loads(root.read("state/next_notes.json")) == ["plan.md"]
     assert root.read("state/tick_counter.txt").strip() == "1"
     header = root.read("logs/metrics.csv").splitlines()[0]
-    assert header.split(",") == METRICS_COLUMNS
+    # SPEC §17, spelled out: this order is what operators' scripts and analyse read.
+    assert header == ("ts,tick_n,mode,wall_s,provider_used,model_used,input_tokens_est,output_chars,"
+                      "actions_count,actions_executed,actions_queued,parse_ok,drift_flag,compact_now,failures,"
+                      "outcome,llm_wall_s,prompt_tokens,completion_tokens")
     (row,) = root.metrics()
     assert row["tick_n"] == "1" and row["mode"] == "normal" and row["outcome"] == "ok"
     assert row["provider_used"] == "primary" and row["model_used"] == "qwen3.5" and row["parse_ok"] == "true"
