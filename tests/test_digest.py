@@ -126,6 +126,29 @@ def test_digest_junk_rows_do_not_crash(root):
     assert "Last 24h: 22 ticks, 4 failed (18.2%)" in render(fig)
 
 
+def test_digest_reads_the_window_and_the_queue_from_their_ends(root):
+    import tracemalloc
+    seed(root)
+    for rel in ("logs/metrics.csv", "pending/pending_actions.jsonl"):
+        # 64 MB of older history (sparse) before what the files held: the digest must not read it.
+        path = root.p(rel)
+        data = path.read_bytes()
+        head, rest = data.split(b"\n", 1) if rel.endswith(".csv") else (None, data)
+        with open(path, "wb") as f:
+            if head is not None:
+                f.write(head + b"\n")
+            f.seek(64 * 1024 * 1024, 1)
+            f.write(b"\n" + rest)
+    tracemalloc.start()
+    try:
+        text = build_digest(root.cfg(), now=NOW)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == expected_text(NOW).replace("Approvals pending: 3 open", "Approvals pending: 3+ open")
+    assert peak < 8 * 1024 * 1024
+
+
 def test_digest_usage_partly_reported_is_said(root):
     rows = window_rows(NOW)
     for row in rows[-4:]:
