@@ -16,7 +16,7 @@ import logging
 import sys
 import traceback
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_exit, stdout_closed
 from mako.digest import build_digest, send_digest
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
@@ -40,7 +40,10 @@ def main(argv=None):
         if args.print_only or not cfg.telegram.enabled:
             if not args.print_only:
                 log.info("telegram is off: digest printed, not sent")
-            print(text, flush=True)
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:
+                return stdout_closed()
             return EXIT_OK
         if not send_digest(cfg, text):
             return EXIT_FAIL
