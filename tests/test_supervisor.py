@@ -33,9 +33,7 @@ NO_SCRIBE_NO_DIGEST = "scribe:\n  enabled: false\ndigest:\n  enabled: false\n"
 def write_config(root, extra="", **supervisor):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    body = f"paths:\n  root: {root}\n"
-    if "llm:" not in extra:
-        body += "llm:\n  primary: {base_url: 'http://127.0.0.1:9', model: m}\n  fallback: {base_url: ''}\n"
+    body = f"llm: {{}}\npaths:\n  root: {root}\n"
     if supervisor:
         body += "supervisor:\n" + "".join(f"  {k}: {v}\n" for k, v in supervisor.items())
     path = root / "config.yaml"
@@ -697,7 +695,8 @@ def test_supervisor_exits_at_once_on_sigterm_when_idle(tmp_path):
 
 
 def test_supervisor_bad_config_exits_78_with_one_line(tmp_path):
-    config = write_config(tmp_path, tick_interval_s="soon")
+    config = tmp_path / "config.yaml"
+    config.write_text("llm: {}\nsupervisor:\n  tick_interval_s: soon\n")
     proc = start_supervisor(config)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 78

@@ -395,7 +395,7 @@ def test_tick_dry_run_reads_a_missing_state_file_as_its_seed(root, capsys):
 
 
 def test_tick_bad_config_exits_78_with_one_line(root):
-    root.write_config(tick={"max_actions": "lots"})
+    root.config_path.write_text("llm: {}\ntick:\n  max_actions: lots\n")
     proc = root.run("tick.py")
     assert proc.returncode == 78
     lines = proc.stderr.strip().splitlines()
