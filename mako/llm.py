@@ -92,33 +92,42 @@ class Cooldowns:
         data = self.load()
         data[provider.name] = {"until": until, "until_iso": _iso(until), "base_url": provider.base_url,
                                "model": provider.model, "reason": reason[:300], "set_at": _iso(self.clock())}
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        self._save(data)
 
     def clear(self, provider):
         data = self.load()
         if provider.name in data:
             del data[provider.name]
-            atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            self._save(data)
+
+    def _save(self, data):
+        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def end_timeout_row(self, provider):
-        entry = self.load().get(provider.name)
-        if isinstance(entry, dict) and "timeouts_in_row" in entry and "until" not in entry:
-            self.clear(provider)
+        """Forget a row of timeouts (a cool-down already set stays)."""
+        data = self.load()
+        entry = data.get(provider.name)
+        if isinstance(entry, dict) and "timeouts_in_row" in entry:
+            del entry["timeouts_in_row"]
+            if "until" not in entry:
+                del data[provider.name]
+            self._save(data)
 
     def timed_out(self, provider, cooldown_s):
         """Count a timeout; the second in a row puts the provider on cool-down. Returns its end, or None."""
         data = self.load()
         entry = data.get(provider.name)
-        row = entry.get("timeouts_in_row", 0) if isinstance(entry, dict) and entry.get(
-            "base_url") == provider.base_url else 0
+        entry = dict(entry) if isinstance(entry, dict) and entry.get("base_url") == provider.base_url else {}
+        row = entry.get("timeouts_in_row", 0)
         row = (row if isinstance(row, int) and not isinstance(row, bool) else 0) + 1
         if row >= TIMEOUTS_FOR_COOLDOWN:
             until = self.clock() + cooldown_s
             self.set(provider, until, f"{row} timeouts in a row")
             return until
-        data[provider.name] = {"timeouts_in_row": row, "base_url": provider.base_url, "model": provider.model,
-                               "set_at": _iso(self.clock())}
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        entry.update(timeouts_in_row=row, base_url=provider.base_url, model=provider.model)
+        entry.setdefault("set_at", _iso(self.clock()))
+        data[provider.name] = entry
+        self._save(data)
         return None
 
 

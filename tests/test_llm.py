@@ -278,6 +278,21 @@ def test_llm_a_quick_failure_breaks_a_row_of_timeouts(root, ollama, openai):
     assert "primary" not in cooldowns(root)
 
 
+def test_llm_timeout_while_all_are_cooling_keeps_the_cooldown(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 1}})
+    cfg = root.cfg()
+    later = time.time() + 3600
+    path = root.p("state/.mako/cooldowns.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"primary": {"until": later, "base_url": cfg.primary.base_url},
+                                "fallback": {"until": later + 60, "base_url": cfg.fallback.base_url}}))
+    ollama.push("/api/chat", Reply(mode="hang"))
+    with pytest.raises(AllProvidersFailed):
+        call(root)
+    saved = cooldowns(root)["primary"]
+    assert saved["until"] == later and saved["timeouts_in_row"] == 1
+
+
 def test_llm_read_timeout_shortened_by_deadline(root, ollama, openai):
     ollama.push("/api/chat", Reply(mode="hang"))
     start = time.monotonic()
