@@ -3,8 +3,8 @@
 Figures come from the window's rows of logs/metrics.csv through mako.stats (junk cells count as unknown,
 undated rows are left out), open approvals from pending/pending_actions.jsonl, the focus from
 state/STATE.md and the last journal lines from state/JOURNAL.md. The metrics, the queue and the journal are
-read from their ends: the cost does not grow with their history. The text is plain (Telegram gets no parse mode) and goes to the digest
-thread, else the log thread.
+read from their ends: the cost does not grow with their history. The text is plain (Telegram gets no parse
+mode) and goes to the digest thread, else the log thread.
 """
 
 import json

@@ -161,7 +161,7 @@ def _refuse_array(span):
         return
     if _holds_object(value):
         raise ResponseError("the reply's JSON is an array, not an object; an object inside it is never "
-                        "taken as the reply")
+                            "taken as the reply")
 
 
 def _from_top_level(text, errors):
