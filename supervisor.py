@@ -7,7 +7,8 @@ tick `supervisor.tick_interval_s` after the previous one ended, the scribe every
 `supervisor.scribe_interval_s` (when `scribe.enabled`), the digest once a day at
 `supervisor.digest_hour_local` (when `digest.enabled`), and once a day it deletes payload files older than
 `logging.keep_days`. Each child is `python3 <script> --config <config>` in its own process group, killed
-with its group at its timeout. The timetable is kept in `state/.mako/schedule.json`; the rules are in
+with its group at its timeout; it gets MAKO_CONFIG_WARNED=1, so the config warnings printed here at start-up
+are not repeated by every run. The timetable is kept in `state/.mako/schedule.json`; the rules are in
 `mako/schedule.py`, child handling in `mako/children.py`.
 
 On SIGTERM/SIGINT it forwards SIGTERM to the running child's group, waits `supervisor.stop_grace_s`, kills

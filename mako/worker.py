@@ -84,7 +84,9 @@ def dry_run(cfg, mode=None, out=None):
     out = out or sys.stdout
     p = cfg.paths
     notes = []
-    if not p.root.is_dir():
+    if p.root.exists() and not p.root.is_dir():
+        notes.append(f"{p.root} is not a folder; read as an empty root (a tick cannot use it)")
+    elif not p.root.is_dir():
         notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
     seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
     if seeds and not notes:
