@@ -28,13 +28,10 @@ def main(argv=None):
     cfg = load_or_exit(args.config, "tick")
     if cfg is None:
         return EXIT_CONFIG
-    if args.dry_run:
-        try:
-            return dry_run(cfg, args.mode)
-        except BrokenPipeError:
-            return stdout_closed()
     try:
-        return Tick(cfg, args.mode).run()
+        return dry_run(cfg, args.mode) if args.dry_run else Tick(cfg, args.mode).run()
+    except BrokenPipeError:
+        return stdout_closed()
     except OSError as e:
         # Before the tick could record itself (the root is a file, read-only, not ours): say so in one line.
         where = f" ({e.filename})" if e.filename and str(e.filename) != str(cfg.paths.root) else ""

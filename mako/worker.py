@@ -5,6 +5,7 @@ after the tick number is taken, the tick records itself: a metrics row, a payloa
 error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
 """
 
+import errno
 import json
 import logging
 import os
@@ -85,8 +86,8 @@ def dry_run(cfg, mode=None, out=None):
     p = cfg.paths
     notes = []
     if p.root.exists() and not p.root.is_dir():
-        notes.append(f"{p.root} is not a folder; read as an empty root (a tick cannot use it)")
-    elif not p.root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.root))
+    if not p.root.is_dir():
         notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
     seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
     if seeds and not notes:

@@ -586,8 +586,8 @@ def test_tick_unusable_root_is_one_line_not_a_traceback(root, tmp_path):
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"tick: cannot use the root {blocker}: ")
     dry = root.run("tick.py", "--dry-run")
-    assert dry.returncode == 0 and dry.stdout.startswith(
-        f"=== note: {blocker} is not a folder; read as an empty root (a tick cannot use it)\n")
+    assert dry.returncode == 1 and dry.stdout == ""
+    assert dry.stderr == f"tick: cannot use the root {blocker}: Not a directory\n"
 
 
 def test_tick_dry_run_into_a_closed_pipe_ends_quietly(root):
