@@ -10,15 +10,16 @@ other text is appended to `state/INBOX.md` for the next tick. Everything else is
 It keeps its place in `state/.mako/telegram_offset`, so nothing is taken twice or lost across restarts.
 
 Exit codes: 0 ok (also after SIGTERM), 1 Telegram refused the token or inbound is off, 2 bad usage,
-78 bad config.
+75 another listen.py is running, 78 bad config.
 """
 
 import sys
 
 from mako.cli import Parser, load_or_exit
-from mako.errors import EXIT_CONFIG, EXIT_FAIL
+from mako.errors import EXIT_BUSY, EXIT_CONFIG, EXIT_FAIL
+from mako.fileio import FileLock
 from mako.inbound import off_reason
-from mako.listener import Listener, install_stop
+from mako.listener import LOCK_FILE, Listener, install_stop
 from mako.logs import setup_logging
 from mako.paths import ensure_layout
 
@@ -40,7 +41,13 @@ def main(argv=None):
         return EXIT_FAIL
     stop = install_stop()
     ensure_layout(cfg)
-    return Listener(cfg, stop).run(until=args.until, once=args.once)
+    # One listener at a time: two would both be handed the same unconfirmed updates.
+    with FileLock(cfg.paths.private / LOCK_FILE) as lock:
+        if not lock.acquire():
+            print("listen: another listen.py is running (the supervisor runs one in every idle gap)",
+                  file=sys.stderr, flush=True)
+            return EXIT_BUSY
+        return Listener(cfg, stop).run(until=args.until, once=args.once)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .redact import Redactor
 from .steering import append_entry, asked_ids, entry_landed, entry_text, replied_to_id
 
 OFFSET_FILE = "telegram_offset"
+LOCK_FILE = "listen.lock"
 APPLIED_FILE = "telegram_applied.json"
 APPLIED_KEEP = 500
 STALE_OFFSET_S = 6 * 86400

@@ -694,3 +694,15 @@ def test_inbox_append_held_open_while_a_tick_claims_is_shown_not_lost(chat, monk
     archived = "".join(p.read_text() for p in chat.p("archive").glob("inbox-*"))
     assert "waiting already" in shown[0]
     assert "".join(shown).count("> held open") == 1 and archived.count("> held open") == 1
+
+
+def test_listen_one_at_a_time(chat, capsys):
+    from mako.fileio import FileLock
+    chat.telegram.send_text("waits for the running listener", CHRIS)
+    with FileLock(chat.cfg().paths.private / "listen.lock") as lock:
+        assert lock.acquire()
+        assert listen(chat, "--once") == 75
+    assert "another listen.py is running" in capsys.readouterr().err
+    assert inbox(chat) == ""
+    assert listen(chat, "--once") == 0
+    assert steering_texts(chat) == ["> waits for the running listener"]
