@@ -136,7 +136,7 @@ def append_entry(paths, text):
                 current = None
             if current is None or (current.st_ino, current.st_dev) != (st.st_ino, st.st_dev):
                 continue  # claimed between our open and our lock: write to the fresh INBOX.md instead
-            sep = b"\n" if st.st_size else b""
+            sep = b""
             if st.st_size:
                 # Keep a blank line between entries without adding one after text that already ends in one.
                 tail = os.pread(fd, 2, max(0, st.st_size - 2))
