@@ -455,7 +455,6 @@ def _started_state(chat, update_id, entry):
 
 
 def test_listen_kill_after_append_before_mark_does_not_append_again(chat):
-    from mako.listener import Bookkeeping  # noqa: F401  (the record's format is pinned by this test)
     from mako.steering import entry_text
     tg = chat.telegram
     uid = tg.send_text("only once please", CHRIS)
