@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .fileio import read_head, tail_lines
 from .pause import pause, paused_reason, resume
+from .redact import Redactor
 
 ALIASES = {"approve": "approve", "yes": "approve", "reject": "reject", "no": "reject", "done": "done",
            "pause": "pause", "resume": "resume", "status": "status", "help": "help"}
@@ -107,6 +108,7 @@ class Commands:
         self.telegram = telegram
         self.deadline = deadline
         self.clock = clock
+        self.redactor = Redactor(cfg.secrets())
 
     def run(self, cmd, user_id):
         if cmd.error:
@@ -129,7 +131,7 @@ class Commands:
             return _Said(False, f"A tick is running; {qid} is not decided yet. Try again in a minute.")
 
     def do_pause(self, cmd, user_id):
-        pause(self.cfg.paths, cmd.note, f"telegram:{user_id}")
+        pause(self.cfg.paths, self.redactor.text(cmd.note), f"telegram:{user_id}")
         return f"⏸ Paused: {paused_reason(self.cfg.paths)}. No tick or scribe run starts until `resume`."
 
     def do_resume(self, cmd, user_id):

@@ -552,6 +552,7 @@ def test_listen_never_writes_or_prints_the_token(chat, capsys):
     tg = chat.telegram
     tg.push("getUpdates", tg_error(500, f"Internal error at /bot{BOT_TOKEN}/getUpdates"))
     tg.send_text(f"my token is {BOT_TOKEN} oops", CHRIS)
+    tg.send_text(f"pause leaked {BOT_TOKEN}", CHRIS)
     tg.push("sendMessage", tg_error(400, f"Bad Request: bot{BOT_TOKEN} broke"))
     assert listen(chat, "--until", str(time.time() + 4)) == 0
     out = capsys.readouterr()
@@ -560,6 +561,7 @@ def test_listen_never_writes_or_prints_the_token(chat, capsys):
     for rel, data in chat.all_files_text():
         assert BOT_TOKEN.encode() not in data, rel
     assert "> my token is <redacted> oops" in inbox(chat)
+    assert chat.read("state/PAUSED").startswith("leaked <redacted> (by telegram:")
 
 
 def test_listen_offset_older_than_a_week_polls_from_the_start(chat):
