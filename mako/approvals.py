@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fileio import FileLock, append, atomic_write, read_text, tail_lines
+from .counter import read_number
+from .fileio import FileLock, NotRegularFile, append, atomic_write, open_regular, split_records, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ KEY_FIELDS = {
 }
 # For anything queued only because it asked for approval, the field that says what it would do.
 FALLBACK_FIELDS = ("cmd", "url", "path", "text")
-ID_RE = re.compile(r"^q(\d+)$")
+ID_RE = re.compile(r"q([0-9]{1,12})", re.ASCII)
 GATED_TYPES = ("email_send", "cf_api", "http_post", "http_put", "http_delete")
 
 
@@ -47,10 +48,27 @@ def action_sha256(action):
     return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# JSON escapes the C0 controls itself; these three it leaves raw, and str.splitlines() splits on them.
+RAW_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def jsonl_line(obj):
+    """One JSON Lines record, UTF-8 like the hashed form, but with no character that any reader splits on."""
+    line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in RAW_BREAKS.items():
+        line = line.replace(raw, escaped)
+    return line
+
+
 def read_jsonl(path):
     """The objects in a JSON Lines file; a torn or garbled line (a crash mid-append) is skipped."""
     out = []
-    for line in read_text(path).splitlines():
+    try:
+        with open_regular(path) as f:
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
+        return out
+    for line in split_records(data):
         line = line.strip()
         if not line:
             continue
@@ -170,10 +188,7 @@ class ApprovalQueue:
 
     def _next_number(self):
         """Bump and persist the sequence; call with the queue lock held."""
-        try:
-            current = max(int(read_text(self.seq_path).strip() or 0), 0)
-        except ValueError:
-            current = 0
+        current = read_number(self.seq_path) or 0
         # A lost or stale sequence file must never hand out an id the queue already shows. Ids are appended
         # in increasing order under this lock, so the newest lines hold the highest: read only the tail.
         seen = 0
@@ -182,7 +197,7 @@ class ApprovalQueue:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            m = ID_RE.match(entry.get("id", "")) if isinstance(entry, dict) and isinstance(
+            m = ID_RE.fullmatch(entry.get("id", "")) if isinstance(entry, dict) and isinstance(
                 entry.get("id"), str) else None
             if m:
                 seen = max(seen, int(m.group(1)))
@@ -206,7 +221,7 @@ class ApprovalQueue:
                 "action": stored,
                 "sha256": action_sha256(stored),
             }
-            append_record(self.queue_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            append_record(self.queue_path, jsonl_line(entry))
         log.info("queued %s (%s) for approval", qid, kind)
         self._post(qid, kind, stored)
         return qid
@@ -267,6 +282,6 @@ class ApprovalQueue:
                 return False, refusal
             entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
                      "reason": self.redactor.text(reason), "tick": tick_n}
-            append_record(self.ledger_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            append_record(self.ledger_path, jsonl_line(entry))
         ceiling = self.cfg.tick.budget_ceiling_pence_month
         return True, f"recorded {amount_pence}p ({month}: {spent + amount_pence}p of {ceiling}p)"

@@ -104,21 +104,53 @@ def append(path, data, mode=FILE_MODE, sync=True):
         os.close(fd)
 
 
-def read_text(path, default=""):
-    """The file's text (undecodable bytes replaced), or `default` if it does not exist."""
+class NotRegularFile(OSError):
+    """A path that should hold a file holds something else (a folder, a FIFO, a device)."""
+
+
+def open_regular(path):
+    """Open `path` for reading as a binary file object, only if it is a regular file.
+
+    O_NONBLOCK: a FIFO planted where a file should be must not hang the reader (the flag is dropped once
+    the file is known to be regular). A folder or anything else raises NotRegularFile.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        return Path(path).read_bytes().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return default
-    except IsADirectoryError:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path, default=""):
+    """The file's text (undecodable bytes replaced), or `default` if there is no regular file there."""
+    try:
+        with open_regular(path) as f:
+            return f.read().decode("utf-8", "replace")
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
         return default
 
 
 def read_head(path, max_bytes):
     """Up to max_bytes from the start of the file, and whether the file was longer."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         data = f.read(max_bytes + 1)
     return data[:max_bytes], len(data) > max_bytes
+
+
+def split_records(data):
+    """The lines of a line-oriented file's bytes, split at b"\n" only, decoded.
+
+    Never str.splitlines(): it also splits at U+2028, U+0085, \x1c and others a record may hold.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line[:-1].decode("utf-8", "replace") if line.endswith(b"\r") else line.decode("utf-8", "replace")
+            for line in lines]
 
 
 def tail_lines(path, n, block=65536):
@@ -126,8 +158,8 @@ def tail_lines(path, n, block=65536):
     if n <= 0:
         return []
     try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+        f = open_regular(path)
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
         return []
     with f:
         f.seek(0, os.SEEK_END)
@@ -138,8 +170,7 @@ def tail_lines(path, n, block=65536):
             pos -= step
             f.seek(pos)
             data = f.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:]
+    return split_records(data)[-n:]
 
 
 class FileLock:

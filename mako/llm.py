@@ -221,7 +221,7 @@ def retry_after_s(headers, now):
 
 def _ndjson(text):
     """A streamed Ollama reply folded into one object, for servers that ignore stream:false."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.split("\n") if line.strip()]  # a string may hold U+2028 or U+0085
     if len(lines) < 2:
         return None
     content, thinking, last = [], [], None

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .fileio import append, atomic_write, displace, ensure_dir, read_head
+from .text import visible
 
 METRICS_COLUMNS = [
     "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
@@ -51,7 +52,9 @@ def _cell(value):
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else ""
-    return str(value)
+    # One row is one line for every reader (a tail split at "\n", a terminal, a spreadsheet): a line break
+    # or control character inside a cell is written as its escape.
+    return visible(value)
 
 
 def metrics_row_text(row):

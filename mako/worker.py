@@ -60,10 +60,7 @@ def choose_mode(cfg, requested):
 
 
 def _read_int(path):
-    try:
-        return int(read_text(path, "0").strip() or 0)
-    except ValueError:
-        return 0
+    return counter.read_number(path) or 0
 
 
 def assemble(cfg, mode, inbox_text):
