@@ -64,7 +64,7 @@ def short(text, limit=SUMMARY_MAX):
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _identity(action):
+def identity(action):
     """The fields that say which action a failed result belongs to."""
     out = {}
     for key in ("cmd", "url", "path", "thread"):
@@ -77,7 +77,7 @@ def _identity(action):
 def _failure(kind, message, status, action, **fields):
     verb = "refused" if status == "refused" else "failed"
     return {"type": kind, "ok": False, "status": status, "summary": short(f"{kind} {verb}: {message}"),
-            "error": message, **_identity(action), **fields}
+            "error": message, **identity(action), **fields}
 
 
 def run_action(ctx, action):
@@ -109,7 +109,7 @@ def _dispatch(ctx, action, kind):
     if is_gated(action, ctx.cfg.tick.approval_threshold_pence):
         qid = ctx.queue.enqueue(action, ctx.tick_n)
         return {"type": kind, "ok": True, "status": "queued", "id": qid,
-                "summary": short(f"{kind} queued as {qid} for approval"), **_identity(action)}
+                "summary": short(f"{kind} queued as {qid} for approval"), **identity(action)}
     if kind == "spend":
         return _record_spend(ctx, kind, action["amount_pence"], action["reason"])
     handler = HANDLERS.get(kind)

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .counter import read_number
-from .fileio import FileLock, NotRegularFile, append, atomic_write, open_regular, split_records, tail_lines
+from .fileio import FileLock, NotRegularFile, make_room, append, atomic_write, open_regular, split_records, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,14 @@ def append_record(path, line):
     Appends are one write() each, so a torn last line means a write that never completed (a full disk, a
     power cut): that fragment is cut off and kept beside the queue for the record, not left as a line.
     """
+    # Never through a link or into a FIFO: the repair must cut nothing but the wrapper's own file.
+    make_room(path)
     try:
-        with open(path, "r+b") as f:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd, "r+b") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             if size > 0:
@@ -150,8 +156,6 @@ def append_record(path, line):
                     append(Path(path).with_name(f"{Path(path).name}.torn"), fragment + b"\n")
                     f.truncate(cut)
                     os.fsync(f.fileno())
-    except FileNotFoundError:
-        pass
     append(path, line + "\n")
 
 

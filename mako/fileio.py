@@ -6,6 +6,7 @@ that quotes private material).
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 import tempfile
@@ -14,6 +15,9 @@ from pathlib import Path
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+DISPLACED = ".displaced-"
+
+log = logging.getLogger("mako.files")
 
 
 def ensure_dir(path):
@@ -40,9 +44,22 @@ def displace(path):
         return None
     if stat.S_ISREG(st.st_mode):
         return None
-    aside = path.with_name(f"{path.name}.displaced-{time.time_ns()}")
+    return move_aside(path)
+
+
+def move_aside(path):
+    """Rename `path` (whatever it is) to a fresh `<name>.displaced-<ns>` beside it; return the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}{DISPLACED}{time.time_ns()}")
     os.rename(path, aside)
     return aside
+
+
+def make_room(path):
+    """Before the wrapper writes one of its files: whatever else stands there is moved aside, and said so."""
+    aside = displace(path)
+    if aside:
+        log.warning("%s was not a regular file; moved aside to %s", path, aside.name)
 
 
 def atomic_write(path, data, mode=FILE_MODE, durable=True):
@@ -54,6 +71,7 @@ def atomic_write(path, data, mode=FILE_MODE, durable=True):
     """
     path = Path(path)
     ensure_dir(path.parent)
+    make_room(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -92,8 +110,9 @@ def append(path, data, mode=FILE_MODE, sync=True):
     """
     path = Path(path)
     ensure_dir(path.parent)
+    make_room(path)
     raw = _bytes(data)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     try:
         written = os.write(fd, raw)
         while written < len(raw):  # only on a full disk or a signal; finish the record
@@ -183,7 +202,8 @@ class FileLock:
     def acquire(self):
         """Take the lock; return False if another process holds it."""
         ensure_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        make_room(self.path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
