@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .fileio import append, atomic_write, displace, ensure_dir, read_head
+from .redact import Redactor
 from .text import visible
 
 METRICS_COLUMNS = [
@@ -37,12 +38,44 @@ def iso(dt=None):
     return (dt or utc_now()).astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+class RedactingFilter(logging.Filter):
+    """Scrubs every record a handler emits, from any logger (urllib3 puts whole `bot<token>` URLs in its
+    warnings), message, arguments and traceback alike. Shape-based scrubbing (bot tokens, bearer values)
+    applies from the start; configured secrets once `redact_logs` has been given them."""
+
+    redactor = Redactor()
+
+    def filter(self, record):
+        redactor = RedactingFilter.redactor
+        record.msg = redactor.text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redactor.text(record.stack_info)
+        return True
+
+
+def _guard_handlers():
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def redact_logs(redactor):
+    """From now on, every log line from any logger passes `redactor` (the configured secrets)."""
+    RedactingFilter.redactor = redactor
+    _guard_handlers()
+
+
 def setup_logging(verbose=False):
-    """stderr, one line per event, no timestamp (journald adds one)."""
+    """stderr, one line per event, no timestamp (journald adds one), every line scrubbed."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(name)s: %(message)s", force=True)
     # urllib3 logs whole URLs at DEBUG, which carry the Telegram token.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    _guard_handlers()
 
 
 def _cell(value):

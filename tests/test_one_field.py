@@ -243,3 +243,327 @@ def test_layout_queue_link_out_of_the_root_is_not_repaired(root, tmp_path):
     assert outside.read_bytes() == b"line one\nline two without newline"
     assert not queue.is_symlink() and json.loads(queue.read_text())["id"] == "q1"
     next_tick_ok(root, 3)
+
+
+# -- 6./7. network reads: bounded by wall time and by size, whatever urllib3 does ------------------------
+
+import gzip  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from conftest import BOT_TOKEN, PRIMARY_KEY, REPO  # noqa: E402
+
+
+class RawServer:
+    """A 127.0.0.1 server that answers every connection with `respond(conn, stop)`: raw bytes, any pace."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.hits = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)
+            self.respond(conn, self.stop)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def drip(head, body_len=100000, every=0.3):
+    """Headers `head` at once (or, with head=None, the headers themselves a byte at a time), then a body
+    dripping one byte every `every` seconds until the client goes away."""
+    def respond(conn, stop):
+        if head is None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(every):
+                conn.sendall(b"X")
+            return
+        conn.sendall(head % body_len)
+        while not stop.wait(every):
+            conn.sendall(b"x")
+    return respond
+
+
+def canned(status_line, headers, body):
+    def respond(conn, stop):
+        head = status_line + b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"Content-Length: %d\r\n" % len(
+            body) + b"Connection: close\r\n\r\n"
+        conn.sendall(head + body)
+    return respond
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(respond):
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+DRIP_BODY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+
+
+@pytest.mark.parametrize("head", [DRIP_BODY, None], ids=["body", "headers"])
+def test_network_http_get_slow_sender_is_cut_at_the_timeout(root, raw_server, head):
+    root.write_config(tick={"http_timeout_s": 2})
+    server = raw_server(drip(head))
+    root.ollama.reply_content(reply(actions=[{"type": "http_get", "url": server.url + "/slow"},
+                                             {"type": "shell", "cmd": "echo after"}]))
+    start = time.monotonic()
+    assert root.tick() == 0
+    assert time.monotonic() - start < 15  # against 100,000 bytes at one per 0.3 s
+    first, second = root.payload(1)["actions"]
+    assert server.hits == 1 and first["status"] == "error" and "within 2s" in first["error"]
+    assert second["status"] == "ok"
+    next_tick_ok(root, 2)
+
+
+@pytest.mark.parametrize("head", [DRIP_BODY.replace(b"text/plain", b"application/json"), None],
+                         ids=["body", "headers"])
+def test_network_provider_slow_sender_leaves_the_fallback_its_turn(root, raw_server, head):
+    server = raw_server(drip(head))
+    root.write_config(llm={"primary": {"base_url": server.url, "timeout_s": 2}})
+    root.openai.reply_content(reply(work_done="from the fallback"))
+    assert root.tick() == 0
+    attempts = root.payload(1)["llm_attempts"]
+    assert server.hits == 1 and attempts[0]["kind"] == "timeout" and attempts[0]["wall_s"] < 6
+    assert root.metrics()[0]["provider_used"] == "fallback"
+
+
+def _gzip(data, times=1):
+    for _ in range(times):
+        data = gzip.compress(data, compresslevel=9)
+    return data
+
+
+BOMB = b"\0" * (64 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_network_http_get_decompression_bomb_stays_small(root, raw_server, layers):
+    body = _gzip(BOMB, layers)
+    encoding = b", ".join([b"gzip"] * layers)
+    server = raw_server(canned(b"HTTP/1.1 200 OK\r\n", [(b"Content-Type", b"text/plain"),
+                                                        (b"Content-Encoding", encoding)], body))
+    root.ollama.reply_content(reply(actions=[{"type": "http_get", "url": server.url + "/bomb"}]))
+    proc = root.run("tick.py", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = root.payload(1)["actions"]
+    assert server.hits == 1 and result["status"] == "ok" and result["truncated"] is True
+    assert len(result["body"].encode()) < 8192 + 100
+    # Every child so far, this tick included, stayed far below what the bomb would take.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 200 * 1024
+    next_tick_ok(root, 2)
+
+
+def test_network_http_get_unknown_encoding_is_refused(root, raw_server):
+    server = raw_server(canned(b"HTTP/1.1 200 OK\r\n", [(b"Content-Encoding", b"br")], b"\x0b\x02\x80hi\x03"))
+    root.ollama.reply_content(reply(actions=[{"type": "http_get", "url": server.url + "/br"}]))
+    assert root.tick() == 0
+    (result,) = root.payload(1)["actions"]
+    assert result["status"] == "error" and "'br'" in result["error"]
+    next_tick_ok(root, 2)
+
+
+def test_network_provider_gzip_bomb_falls_back(root, raw_server):
+    server = raw_server(canned(b"HTTP/1.1 200 OK\r\n", [(b"Content-Type", b"application/json"),
+                                                        (b"Content-Encoding", b"gzip")], _gzip(BOMB)))
+    root.write_config(llm={"primary": {"base_url": server.url}})
+    root.openai.reply_content(reply(work_done="from the fallback"))
+    proc = root.run("tick.py", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    attempts = root.payload(1)["llm_attempts"]
+    assert server.hits == 1 and attempts[0]["kind"] == "bad_json" and "larger than" in attempts[0]["error"]
+    assert root.metrics()[0]["provider_used"] == "fallback"
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 200 * 1024
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_network_tick_stopped_mid_action_leaves_the_truth(root, sig):
+    root.ollama.reply_content(reply(actions=[{"type": "shell", "cmd": "echo $$ > shell.pid; sleep 30"}]))
+    proc = subprocess.Popen([sys.executable, str(REPO / "tick.py"), "--config", str(root.config_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pidfile = root.p("workdir/shell.pid")
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+    if sig == signal.SIGKILL:
+        os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    text = root.read("state/LAST_RESULTS.md")
+    assert "stopped while running action 1 of 1 (shell); it may have run" in text
+    if sig == signal.SIGTERM:
+        assert "(none)" not in text.split("## Actions", 1)[1]
+        post = root.telegram.messages[-1]["text"]
+        assert post.startswith("🦫 #1 FAIL · Terminated") and "may have run" in post
+    root.ollama.reply_content(reply(work_done="after the stop"))
+    assert root.tick() == 0
+    assert "after the stop" in root.read("state/JOURNAL.md")
+
+
+# -- 8. every log line passes the redactor --------------------------------------------------------------
+
+def test_logging_library_warning_with_the_token_is_scrubbed(root, raw_server):
+    body = b'{"ok":true,"result":{"message_id":1}}'
+    server = raw_server(lambda conn, stop: conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nBad Header Line\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(body) + body))
+    root.write_config(telegram={"api_base_url": server.url})
+    root.ollama.reply_content(reply(work_done="posted through a broken proxy"))
+    proc = root.run("tick.py")
+    assert proc.returncode == 0
+    assert server.hits >= 1 and "Failed to parse headers" in proc.stderr  # urllib3 did log it
+    assert BOT_TOKEN not in proc.stderr and BOT_TOKEN.split(":")[1] not in proc.stderr
+    assert "bot<redacted>" in proc.stderr
+
+
+def test_logging_configured_secret_in_any_logger_is_scrubbed(root, capsys):
+    import logging
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0  # sets up logging and loads the config, as every entry point does
+    logging.getLogger("urllib3.connectionpool").warning("retrying with key %s", PRIMARY_KEY)
+    logging.getLogger("some.library").error("url %s", f"https://x.example/?k={PRIMARY_KEY}")
+    try:
+        raise RuntimeError(f"boom {PRIMARY_KEY}")
+    except RuntimeError:
+        logging.getLogger("other").exception("failed")
+    err = capsys.readouterr().err
+    assert "retrying with key <redacted>" in err and "boom <redacted>" in err
+    assert PRIMARY_KEY not in err
+
+
+# -- 9. git runs no configured program, sees no repository above workdir/, names no path outside it ------
+
+def git_repo(root):
+    """A repository in workdir/r with one commit, made through real git actions."""
+    root.ollama.reply_content(reply(actions=[
+        {"type": "git", "cmd": "init -q r"}, {"type": "git", "cmd": "-C r config user.email m@example.invalid"},
+        {"type": "git", "cmd": "-C r config user.name Mako"},
+        {"type": "write_file", "path": "workdir/r/a.txt", "content": "a\n"},
+        {"type": "git", "cmd": "-C r add a.txt"}, {"type": "git", "cmd": "-C r commit -q -m first"}]))
+    assert root.tick() == 0
+    assert all(a["status"] == "ok" for a in root.payload(1)["actions"]), root.payload(1)["actions"]
+
+
+PROGRAM_CONFIGS = {
+    "fsmonitor": ("[core]\n\tfsmonitor = \"sh -c 'touch {m}'\"\n", "status"),
+    "pager-in-repo": ("[core]\n\tpager = \"sh -c 'touch {m}'\"\n", "log"),
+    "external-diff": ("[diff]\n\texternal = \"sh -c 'touch {m}'\"\n", "diff"),
+    "textconv": ("[diff \"x\"]\n\ttextconv = \"sh -c 'touch {m}'\"\n", "log -p"),
+    "filter": ("[filter \"x\"]\n\tclean = \"sh -c 'touch {m}'\"\n", "add a.txt"),
+    "include": ("[include]\n\tpath = {m}.cfg\n", "status"),
+    "worktree-outside": ("[core]\n\tworktree = /\n", "status"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAM_CONFIGS))
+def test_git_repository_config_naming_a_program_is_refused(root, tmp_path, name):
+    marker = tmp_path / "ran"
+    git_repo(root)
+    text, cmd = PROGRAM_CONFIGS[name]
+    config = root.read("workdir/r/.git/config") + text.format(m=marker)
+    root.ollama.reply_content(reply(
+        files=[{"path": "workdir/r/.git/config", "content": config},
+               {"path": "workdir/r/.gitattributes", "content": "* diff=x filter=x\n"}],
+        actions=[{"type": "git", "cmd": f"-C r {cmd}"}]))
+    assert root.tick() == 0
+    payload = root.payload(2)
+    assert [w["status"] for w in payload["files_written"]] == ["ok", "ok"]
+    (result,) = payload["actions"]
+    assert result["status"] == "refused", result
+    assert not marker.exists()
+    next_tick_ok(root, 3)
+
+
+def test_git_hooks_never_run(root, tmp_path):
+    marker = tmp_path / "hook-ran"
+    git_repo(root)
+    root.ollama.reply_content(reply(actions=[
+        {"type": "shell", "cmd": f"printf '#!/bin/sh\\ntouch {marker}\\n' > r/.git/hooks/pre-commit && "
+                                 "chmod +x r/.git/hooks/pre-commit && cp r/.git/hooks/pre-commit r/.git/hooks/post-commit"},
+        {"type": "write_file", "path": "workdir/r/b.txt", "content": "b\n"},
+        {"type": "git", "cmd": "-C r add b.txt"}, {"type": "git", "cmd": "-C r commit -q -m second"},
+        {"type": "git", "cmd": "-C r log --oneline"}]))
+    assert root.tick() == 0
+    actions = root.payload(2)["actions"]
+    assert [a["status"] for a in actions] == ["ok"] * 5, actions
+    assert "second" in actions[-1]["stdout"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    "-C r mv -f a.txt ../../mako/cli.py", "mv -f r/a.txt ../state/STATE.md",
+    "diff --no-index {root}/config.yaml /dev/null", "diff --no-index --word-diff=porcelain r/a.txt r/a.txt",
+    "diff {root}/config.yaml", "-C r add ../../config.yaml", "-C r show HEAD:../../config.yaml",
+    "-C r log -- :(top)../../config.yaml", "clone -q {root} copy", "-C r add link", "-C r diff --output=../x",
+])
+def test_git_never_names_a_path_outside_workdir(root, cmd):
+    git_repo(root)
+    os.symlink(root.config_path, root.p("workdir/r/link"))
+    before = root.read("state/STATE.md")
+    root.ollama.reply_content(reply(actions=[{"type": "git", "cmd": cmd.format(root=root.path)},
+                                             {"type": "git", "cmd": "-C r status --short"}]))
+    assert root.tick() == 0
+    refused, control = root.payload(2)["actions"]
+    assert refused["status"] == "refused", refused
+    assert control["status"] == "ok"
+    assert root.read("state/STATE.md") == before and (REPO / "mako" / "cli.py").is_file()
+    next_tick_ok(root, 3)
+
+
+def test_git_never_sees_a_repository_above_workdir(root):
+    subprocess.run(["git", "init", "-q", str(root.path)], check=True)
+    root.ollama.reply_content(reply(actions=[{"type": "git", "cmd": "status"}, {"type": "git", "cmd": "log"},
+                                             {"type": "git", "cmd": "init -q inner"},
+                                             {"type": "git", "cmd": "-C inner status"}]))
+    assert root.tick() == 0
+    status, log_, init, inner = root.payload(1)["actions"]
+    assert status["status"] == "error" and "not a git repository" in status["stderr"]
+    assert log_["status"] == "error"
+    assert init["status"] == "ok" and inner["status"] == "ok"
+
+
+def test_git_gitdir_file_pointing_outside_is_refused(root, tmp_path):
+    outside = tmp_path / "elsewhere"
+    subprocess.run(["git", "init", "-q", str(outside)], check=True)
+    root.ollama.reply_content(reply(files=[{"path": "workdir/w/.git", "content": f"gitdir: {outside}/.git\n"}],
+                                    actions=[{"type": "git", "cmd": "-C w status"}]))
+    assert root.tick() == 0
+    (result,) = root.payload(1)["actions"]
+    assert result["status"] == "refused" and "outside workdir" in result["error"]
+    next_tick_ok(root, 2)
