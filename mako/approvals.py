@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .counter import read_number
 from .fileio import FileLock, NotRegularFile, make_room, append, atomic_write, open_regular, split_records, tail_lines
+from .text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,10 @@ def spend_problem(spend, prefix=""):
     return None
 
 
-def cut(value, limit=FIELD_MAX):
+def cut(value, limit=FIELD_MAX, see=None):
+    """A field on one line, as it would run: nothing hidden, and a cut says how much and where to see it."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return one_line(text, limit, see or f"pending/{QUEUE_FILE}")
 
 
 def append_record(path, line):
@@ -235,13 +236,14 @@ class ApprovalQueue:
         fields = KEY_FIELDS.get(kind)
         if fields is None:
             fields = next(((f,) for f in FALLBACK_FIELDS if f in action), ())
+        see = f"approve.py show {qid}"
         for name in fields:
             if name in action:
-                lines.append(f"{name}: {cut(action[name])}")
+                lines.append(f"{name}: {cut(action[name], see=see)}")
         spend = action.get("spend")
         if isinstance(spend, dict) and "amount_pence" in spend:
-            lines.append(f"spend: {cut(spend.get('amount_pence'))}p · {cut(spend.get('reason', ''))}")
-        lines.append(f"see pending/{QUEUE_FILE}")
+            lines.append(f"spend: {cut(spend.get('amount_pence'), see=see)}p · {cut(spend.get('reason', ''), see=see)}")
+        lines.append(f"see: {see}")
         thread = self.cfg.telegram.first_thread("approvals", "requests", "log")
         try:
             self.telegram.send(self.redactor.text("\n".join(lines)), thread=thread or "log")

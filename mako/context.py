@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fileio import read_head, tail_lines
+from .text import neutralise
 
 CHARS_PER_TOKEN = 4
 MARK = "…[truncated {n} chars]"
@@ -222,18 +223,20 @@ def gather(cfg, inbox_text, compaction=False):
     blocks = [Block("MISSION", "MISSION", _head_text(p.state / "MISSION.md", cap_chars))]
     if inbox_text is not None and inbox_text.strip():
         blocks.append(Block("INBOX", INBOX_LABEL, inbox_text[:cap_chars]))
+    # Everything below but CAPABILITIES holds text the model wrote (or output it caused): neutralised, so
+    # no line of it can pass for a block heading such as the operator's INBOX.
     blocks += [
         Block("CAPABILITIES", "CAPABILITIES", _head_text(p.state / "CAPABILITIES.md", cap_chars)),
-        Block("STATE", "STATE", _head_text(p.state / "STATE.md", cap_chars)),
-        Block("NEXT", "NEXT", _head_text(p.state / "NEXT.md", cap_chars)),
-        Block("JOURNAL", journal_label, journal, keep="tail"),
-        Block("NOTES_INDEX", "notes/INDEX.md", _head_text(p.notes / "INDEX.md", cap_chars)),
+        Block("STATE", "STATE", neutralise(_head_text(p.state / "STATE.md", cap_chars))),
+        Block("NEXT", "NEXT", neutralise(_head_text(p.state / "NEXT.md", cap_chars))),
+        Block("JOURNAL", journal_label, neutralise(journal), keep="tail"),
+        Block("NOTES_INDEX", "notes/INDEX.md", neutralise(_head_text(p.notes / "INDEX.md", cap_chars))),
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
-              drafts_list(p.state / "outbox" / "blog" / "drafts")),
-        Block("LAST_RESULTS", "LAST_RESULTS", _head_text(p.state / "LAST_RESULTS.md", cap_chars)),
-        Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)),
+              neutralise(drafts_list(p.state / "outbox" / "blog" / "drafts"))),
+        Block("LAST_RESULTS", "LAST_RESULTS", neutralise(_head_text(p.state / "LAST_RESULTS.md", cap_chars))),
+        Block("PERSONA", "PERSONA", neutralise(_head_text(p.state / "PERSONA.md", cap_chars))),
     ]
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
-        blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))
+        blocks.append(Block(f"note:{name}", neutralise(f"{name} (requested last tick)"), neutralise(text)))
     return blocks, [name for name, _ in loaded], skipped

@@ -16,6 +16,7 @@ from .fileio import read_text, tail_lines
 from .redact import Redactor
 from .stats import count_if, is_true, numbers, parse_ts, pct, read_table, summarize, total
 from .telegram import TelegramClient
+from .text import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def render(fig):
     out.append(f"Approvals pending: {fig['pending']:,} open ({fig['pending_in_window']:,} queued in the last {window})")
     out += ["", f"Focus: {fig['focus'] or '(STATE.md has none)'}"]
     out += ["", "Journal (latest):"] + (fig["journal"] or ["(empty)"])
-    return "\n".join(out)
+    # Model text (drift flags, STATE, the journal) printed or posted as it is shown: no control sequences.
+    return terminal_safe("\n".join(out))
 
 
 def build_digest(cfg, now=None):

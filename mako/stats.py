@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 
 from .logs import METRICS_COLUMNS
+from .text import terminal_safe
 
 BAR = "█"
 _fromiso = datetime.fromisoformat
@@ -418,4 +419,5 @@ def report(table, source, tick_interval_s):
                    + (f"  {_cut(fails[i], 160)}" if fails[i].strip() else ""))
     if not failed:
         out.append("  none")
-    return "\n".join(out) + "\n"
+    # Cells hold model text (a drift flag, a model name): no escape sequence reaches the terminal.
+    return terminal_safe("\n".join(out)) + "\n"

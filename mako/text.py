@@ -20,8 +20,8 @@ LINE_BREAK_RE = re.compile("\r\n|[\n" + OTHER_LINE_BREAKS + "]")
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # Categories that print as nothing, move the cursor, reorder text or are not characters at all.
 HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
-# A block heading as render_block writes it, or as a markdown reader would take one (up to 3 spaces in).
-HEADING_RE = re.compile(r"^([ \t]{0,3})(##)(?=[^#]|$)", re.M)
+# A block heading as render_block writes it, at any indent (a reader may not count spaces as markdown does).
+HEADING_RE = re.compile(r"^([ \t]*)(##)(?=[^#]|$)", re.M)
 
 
 def _hidden(ch):
@@ -49,6 +49,20 @@ def visible(text, keep=""):
     if text.isascii() and text.isprintable():
         return text
     return "".join(_escape(ch) if ch not in keep and _hidden(ch) else ch for ch in text)
+
+
+# A run of the same escape (or of one short sequence starting with one, like an ANSI code) repeated.
+ESCAPE_RUN_RE = re.compile(r"(\\.{1,31}?)\1{3,}", re.S)
+
+
+def one_line(text, limit, see):
+    """`text` for a one-line viewer: every hidden character visible (a run of one shown once with its
+    count, so what follows it stays in view), cut to `limit` chars with how much was cut and `see`, where
+    to read all of it."""
+    shown = ESCAPE_RUN_RE.sub(lambda m: f"{m.group(1)}×{len(m.group(0)) // len(m.group(1))}", visible(text))
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}…[{len(shown) - limit} more chars; see: {see}]"
 
 
 def terminal_safe(text):
