@@ -48,8 +48,8 @@ GIT_DANGEROUS_KEYS = (
 # Set by the wrapper on every run; given on the command line, they win over any config file.
 GIT_FORCED_CONFIG = (
     "core.fsmonitor=false", "core.hooksPath=/dev/null", "core.pager=cat", "core.editor=true",
-    "sequence.editor=true", "core.sshCommand=false", "core.askPass=", "credential.helper=", "diff.external=",
-    "gpg.program=false", "protocol.allow=never", "core.alternateRefsCommand=", "uploadpack.packObjectsHook=",
+    "sequence.editor=true", "core.sshCommand=false", "credential.helper=", "diff.external=",
+    "gpg.program=false", "protocol.ext.allow=never",
 )
 # Subcommands that can produce a diff: never through an external program or a textconv filter.
 GIT_DIFFING = frozenset(("diff", "log", "show"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 
+from .fileio import open_regular
 from .logs import METRICS_COLUMNS
 from .text import terminal_safe
 
@@ -155,7 +156,7 @@ def _fast_rows(text):
 
 def read_table(path):
     """Read metrics.csv at `path` into a Table. Raises FileNotFoundError when there is no file."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO there must not hang the report
         raw = f.read()
     text = raw.decode("utf-8", "replace").replace("\x00", "")
     if text.startswith("\ufeff"):

@@ -20,7 +20,7 @@ from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
                      ResponseError)
-from .fileio import FileLock, append, atomic_write, displace, read_text
+from .fileio import FileLock, append, atomic_write, displace, open_regular
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
 from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files
@@ -45,7 +45,8 @@ class Terminated(BaseException):
 
 
 def read_prompt(cfg, name):
-    return (cfg.paths.prompts / name).read_text(encoding="utf-8")
+    with open_regular(cfg.paths.prompts / name) as f:  # never blocks on a FIFO planted there
+        return f.read().decode("utf-8")
 
 
 def choose_mode(cfg, requested):
@@ -204,7 +205,11 @@ class Tick:
     def repair_layout(self):
         """Check the wrapper's paths again before writing the records: an action may have planted something."""
         try:
-            self.note_moved(check_layout(self.cfg))
+            moved = check_layout(self.cfg)
+            self.note_moved(moved)
+            visible = self.cfg.paths.state / "tick_counter.txt"
+            if moved and self.n is not None and not os.path.lexists(visible):
+                atomic_write(visible, f"{self.n}\n", mode=0o644)  # the operator's view of the counter
         except OSError as e:
             self.errors.append(self.redactor.text(f"layout check failed: {e}"))
 
@@ -351,6 +356,8 @@ class Tick:
             elif self.clock() > self.deadline - 2:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
+                if i:
+                    self.repair_layout()  # the action before may have planted a link the queue would follow
                 # If the tick dies inside this action, the next tick must learn that it may have run.
                 self.in_action = (action, f"stopped while running action {i + 1} of {len(actions)} "
                                           f"({str(action.get('type'))[:40]}); it may have run")

@@ -175,6 +175,8 @@ PLANTS = {
     "fifo-at-queue": "rm -f pending/pending_actions.jsonl && mkfifo pending/pending_actions.jsonl",
     "file-at-private": "rm -rf state/.mako/inbox && echo x > state/.mako/inbox",
     "link-at-journal": "rm -f state/JOURNAL.md && ln -s /etc/hostname state/JOURNAL.md",
+    "fifo-at-inbox": "rm -f state/INBOX.md && mkfifo state/INBOX.md",
+    "link-at-cooldowns": "ln -sf /etc/passwd state/.mako/cooldowns.json",
 }
 
 
@@ -661,3 +663,17 @@ def test_terminal_analyse_and_digest_print_no_control_sequences(root):
     for out in (analysed.stdout, digest.stdout):
         assert "drift \\x1b]52;c;Y3VybCBldmlsCg==\\x07 end" in out or "drift \\x1b]52" in out
         assert "\x1b" not in out and "\x9b" not in out and "\u202e" not in out and "\x07" not in out
+
+
+def test_git_ordinary_work_still_runs(root):
+    """The wrapper's own settings leave the everyday commands working: a local clone, a stash, a diff."""
+    git_repo(root)
+    root.ollama.reply_content(reply(actions=[
+        {"type": "git", "cmd": "clone -q r copy"}, {"type": "write_file", "path": "workdir/r/a.txt", "content": "b\n"},
+        {"type": "git", "cmd": "-C r diff"}, {"type": "git", "cmd": "-C r stash -q"},
+        {"type": "git", "cmd": "-C r stash show -p"}, {"type": "git", "cmd": "-C copy log --oneline"},
+        {"type": "git", "cmd": "-C r show --stat HEAD"}]))
+    assert root.tick() == 0
+    actions = root.payload(2)["actions"]
+    assert [a["status"] for a in actions] == ["ok"] * 7, actions
+    assert "+b" in actions[2]["stdout"] and "+b" in actions[4]["stdout"] and "first" in actions[5]["stdout"]
