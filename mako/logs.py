@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .fileio import append, atomic_write, displace, ensure_dir, read_head
 from .redact import Redactor
-from .text import visible
+from .text import terminal_safe, visible
 
 METRICS_COLUMNS = [
     "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
@@ -47,13 +47,14 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record):
         redactor = RedactingFilter.redactor
-        record.msg = redactor.text(record.getMessage())
+        # One event, one line, nothing that drives a terminal: messages quote model text and web pages.
+        record.msg = visible(redactor.text(record.getMessage()), keep="\t")
         record.args = None
         if record.exc_info:
-            record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = terminal_safe(redactor.text(logging.Formatter().formatException(record.exc_info)))
             record.exc_info = None
         if record.stack_info:
-            record.stack_info = redactor.text(record.stack_info)
+            record.stack_info = terminal_safe(redactor.text(record.stack_info))
         return True
 
 

@@ -6,6 +6,7 @@ symlink swapped in after the check makes the write fail instead of escaping.
 """
 
 import fnmatch
+import logging
 import os
 import shutil
 import stat
@@ -25,6 +26,8 @@ STATE_PROTECTED = ("MISSION.md", "CAPABILITIES.md", "INBOX.md", "tick_counter.tx
 SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*",
                         ".env", ".netrc", ".git-credentials", "*.secret")
 WRITE_MODES = ("write", "append")
+
+log = logging.getLogger("mako.paths")
 # Files in state/ the wrapper reads or writes itself; the model may write some of them whole, never beneath.
 STATE_FILES = STATE_SEEDS + ("JOURNAL.md", "LAST_RESULTS.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
                              "compact_pending.flag")
@@ -112,6 +115,8 @@ def ensure_layout(cfg):
     p = cfg.paths
     ensure_dir(p.root)
     moved = check_layout(cfg)
+    for line in moved:
+        log.warning("%s", line)  # whoever runs this (the supervisor at start-up too) leaves it in the log
     for d in layout_folders(p):
         ensure_dir(d)
     for name in STATE_SEEDS:

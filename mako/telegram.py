@@ -170,7 +170,9 @@ class TelegramClient:
             status, data, error, raw = None, {}, None, b""
             try:
                 # Bounded by wall time: a server dripping its answer must not hold the run past its deadline.
-                status, raw = within(read + min(CONNECT_TIMEOUT_S, read), self._exchange, url, payload, read)
+                budget = read + min(CONNECT_TIMEOUT_S, read)
+                status, raw = within(budget if left is None else min(budget, left), self._exchange, url, payload,
+                                     read)
                 try:
                     data = json.loads(raw)
                 except ValueError:

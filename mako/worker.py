@@ -140,7 +140,7 @@ class Tick:
     def run(self):
         cfg = self.cfg
         try:
-            self.note_moved(ensure_layout(cfg))
+            self.note_moved(ensure_layout(cfg), logged=True)
             lock = FileLock(cfg.paths.private / "tick.lock")
             acquired = lock.acquire()
         except Exception as e:  # noqa: BLE001 — before the lock, still a row, a post and rc 1
@@ -188,10 +188,11 @@ class Tick:
             print(f"tick: no metrics row either: {self.redactor.text(e)}", file=sys.stderr, flush=True)
         return EXIT_FAIL
 
-    def note_moved(self, moved):
+    def note_moved(self, moved, logged=False):
         """Record what the layout check moved aside (a folder, FIFO or link where a wrapper path was)."""
         for line in moved:
-            log.warning("%s", line)
+            if not logged:
+                log.warning("%s", line)
             self.errors.append(line)
             self.moved_unposted.append(line)
         if self.n is not None:

@@ -464,9 +464,24 @@ def test_logging_configured_secret_in_any_logger_is_scrubbed(root, capsys):
         raise RuntimeError(f"boom {PRIMARY_KEY}")
     except RuntimeError:
         logging.getLogger("other").exception("failed")
+    logging.getLogger("tick").error("failed: %s", "PARSE_ERROR x\ntick: forged line\x1b[2J\u2028y")
     err = capsys.readouterr().err
     assert "retrying with key <redacted>" in err and "boom <redacted>" in err
     assert PRIMARY_KEY not in err
+    assert "tick: failed: PARSE_ERROR x\\ntick: forged line\\x1b[2J\\u2028y" in err
+    assert "\x1b" not in err and not any(line.startswith("tick: forged") for line in err.splitlines())
+
+
+def test_network_telegram_slow_sender_cannot_hold_the_tick(root, raw_server):
+    server = raw_server(drip(None, every=0.3))
+    root.write_config(telegram={"api_base_url": server.url}, supervisor={"tick_timeout_s": 10})
+    root.ollama.reply_content(reply(work_done="posted to a slow Telegram"))
+    start = time.monotonic()
+    assert root.tick() == 0
+    assert time.monotonic() - start < 10  # within the supervisor's timeout, not at the server's pace
+    posts = root.payload(1)["telegram_posts"]
+    assert server.hits >= 1 and posts and not any(p["ok"] for p in posts)
+    assert any("TimeoutError" in (p["error"] or "") for p in posts)
 
 
 # -- 9. git runs no configured program, sees no repository above workdir/, names no path outside it ------
