@@ -32,6 +32,10 @@ log = logging.getLogger("mako.paths")
 STATE_FILES = STATE_SEEDS + ("JOURNAL.md", "LAST_RESULTS.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
                              "compact_pending.flag")
 PENDING_FILES = ("pending_actions.jsonl", "decisions.jsonl")
+# The wrapper's own files in state/.mako/ (a folder on one of these names would stop whatever uses it).
+PRIVATE_FILES = ("tick.lock", "tick_counter", "compact_failures", "queue_seq", "queue.lock", "spend.jsonl",
+                 "spend.lock", "cooldowns.json", "opencode-session", "scribe_counter.txt", "scribe_counter.shadow",
+                 "schedule.json")
 # Archived INBOX messages and journals: kept as the wrapper wrote them.
 ARCHIVE_PREFIXES = ("inbox-", "journal-")
 
@@ -89,16 +93,22 @@ def check_layout(cfg):
 
     for folder in layout_folders(p):
         fix(folder, True, "folder")
-    files = layout_files(p)
+    for path in layout_files(p):
+        fix(path, False, "regular file")
+    # state/.mako/ and the INBOX claims in it are the wrapper's alone: nothing there is ever a link, a FIFO
+    # or a device. A folder is left to whoever made it, unless it stands on a name the wrapper uses.
     for folder in (p.private, p.private / "inbox"):
         try:
-            entries = os.listdir(folder)
+            entries = [e for e in os.scandir(folder) if DISPLACED not in e.name]
         except (FileNotFoundError, NotADirectoryError):
             continue
-        files += [folder / name for name in entries
-                  if DISPLACED not in name and not (folder == p.private and name == "inbox")]
-    for path in files:
-        fix(path, False, "regular file")
+        for e in entries:
+            path = Path(e.path)
+            if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
+                fix(path, False, "regular file")
+            elif e.is_dir(follow_symlinks=False) and path != p.private / "inbox" and (
+                    e.name in PRIVATE_FILES or folder != p.private):
+                fix(path, False, "regular file")
     return moved
 
 

@@ -692,3 +692,17 @@ def test_git_ordinary_work_still_runs(root):
     actions = root.payload(2)["actions"]
     assert [a["status"] for a in actions] == ["ok"] * 7, actions
     assert "+b" in actions[2]["stdout"] and "+b" in actions[4]["stdout"] and "first" in actions[5]["stdout"]
+
+
+def test_layout_leaves_right_objects_alone(root):
+    """The check moves only what is wrong: an unknown folder of the wrapper's, regular files, the seeds."""
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    (root.p("state/.mako/index")).mkdir()
+    (root.p("state/.mako/index/open.json")).write_text("{}")
+    before = sorted(str(p.relative_to(root.path)) for p in root.path.rglob("*") if "logs" not in p.parts)
+    next_tick_ok(root, 2)
+    after = sorted(str(p.relative_to(root.path)) for p in root.path.rglob("*") if "logs" not in p.parts)
+    assert not [p for p in after if ".displaced-" in p]
+    assert set(before) <= set(after)
+    assert not any("moved aside" in e for e in root.payload(2)["errors"])
