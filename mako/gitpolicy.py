@@ -117,8 +117,18 @@ def git_refusal(args, workdir):
 
 
 def _path_outside(args, cwd, root):
-    """The first argument that names a path outside workdir/ (absolute, `..`, a link out), or None."""
+    """The first argument that names a path outside workdir/ (absolute, `..`, a link out), or None.
+
+    A commit message (-m, --message) is text, not a path; every other argument is taken as one could be.
+    """
+    message = False
     for a in args:
+        if message or a.startswith("--message="):
+            message = False
+            continue
+        if a in ("-m", "--message"):
+            message = True
+            continue
         candidates = {a, a.split("=", 1)[-1], a.rsplit(")", 1)[-1], a.split(":", 1)[-1]}
         for c in candidates:
             if c.startswith("/") or ".." in PATH_PARTS_RE.split(c):
@@ -205,23 +215,30 @@ def _globals(args):
 def repo_refusal(args, workdir, env):
     """Why the repository `git <args>` would use may not be run, or None (also when there is none yet)."""
     root = os.path.realpath(workdir)
-    base = ["git", *_globals(args)]
+    where = _globals(args)
 
-    def ask(*more):
+    def ask(*more, forced=True):
+        settings = [item for pair in GIT_FORCED_CONFIG for item in ("-c", pair)] if forced else []
         try:
-            run = subprocess.run([*base, *more], cwd=root, env=env, stdin=subprocess.DEVNULL,
-                                 capture_output=True, timeout=REPO_CHECK_TIMEOUT_S)
+            run = subprocess.run(["git", *settings, *where, *more], cwd=root, env=env,
+                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=REPO_CHECK_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            return None
-        return run.stdout.decode("utf-8", "replace") if run.returncode == 0 else None
+            return False
+        return run.stdout.decode("utf-8", "replace").strip() if run.returncode == 0 else None
 
-    where = ask("rev-parse", "--absolute-git-dir", "--show-toplevel")
-    if where is None:
-        return None
-    for line in where.split("\n"):
-        if line.strip() and not _inside(line.strip(), root):
-            return f"the repository or its work tree ({short(line.strip(), 80)}) is outside workdir/"
-    names = ask("config", "--list", "--name-only", "-z") or ""
+    git_dir = ask("rev-parse", "--absolute-git-dir")
+    if git_dir is None:
+        return None  # no repository: init, clone or --version, or git's own error for the model to read
+    top = ask("rev-parse", "--show-toplevel")  # None in a bare repository
+    for place in (git_dir, top):
+        if place is False:
+            return "git did not answer about the repository in time; not run"
+        if place and not _inside(place, root):
+            return f"the repository or its work tree ({short(place, 80)}) is outside workdir/"
+    # Listed without the wrapper's own settings, which would show up among the keys.
+    names = ask("config", "--list", "--name-only", "-z", forced=False)
+    if not isinstance(names, str):
+        return "the repository's config cannot be read; not run"
     for key in names.split("\0"):
         key = key.strip().lower()
         if key and any(fnmatch(key, pattern) for pattern in GIT_REPO_PROGRAM_KEYS):

@@ -706,3 +706,18 @@ def test_layout_leaves_right_objects_alone(root):
     assert not [p for p in after if ".displaced-" in p]
     assert set(before) <= set(after)
     assert not any("moved aside" in e for e in root.payload(2)["errors"])
+
+
+def test_git_bare_repository_config_is_checked_too(root, tmp_path):
+    marker = tmp_path / "ran"
+    root.ollama.reply_content(reply(actions=[{"type": "git", "cmd": "init -q --bare b.git"}]))
+    assert root.tick() == 0
+    config = root.read("workdir/b.git/config") + f"[core]\n\tpager = \"sh -c 'touch {marker}'\"\n"
+    root.ollama.reply_content(reply(files=[{"path": "workdir/b.git/config", "content": config}],
+                                    actions=[{"type": "git", "cmd": "--git-dir=b.git log"},
+                                             {"type": "git", "cmd": "commit --allow-empty -m '/not/a/path'"}]))
+    assert root.tick() == 0
+    refused, message = root.payload(2)["actions"]
+    assert refused["status"] == "refused" and "core.pager" in refused["error"]
+    assert message["status"] == "error" and "not a git repository" in message["stderr"]  # ran, as text
+    assert not marker.exists()
