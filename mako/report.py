@@ -8,7 +8,7 @@ from datetime import datetime
 LAST_RESULTS_MAX_BYTES = 16 * 1024
 FIELD_MAX_CHARS = 1500
 JOURNAL_LINE_MAX_CHARS = 4000
-ICONS = {"ok": "✅", "queued": "⏸", "skipped": "⏭"}
+ICONS = {"ok": "✅", "queued": "⏸", "waiting": "⏸", "skipped": "⏭"}
 
 
 def truncate(text, limit):
