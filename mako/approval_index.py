@@ -13,12 +13,13 @@ missing until it is back (a restored copy, or an empty one the operator created 
 
 import json
 import os
+import re
 import sqlite3
 import time
 from contextlib import closing
 from datetime import datetime, timezone
 
-from .approvals import FALLBACK_FIELDS, ID_RE, KEY_FIELDS, QUEUE_FILE, cut
+from .approvals import FALLBACK_FIELDS, KEY_FIELDS, QUEUE_FILE, cut
 
 DECISIONS_FILE = "decisions.jsonl"
 INDEX_FILE = "approvals.db"
@@ -26,6 +27,7 @@ VERSION = "1"
 FINAL = ("approved", "rejected", "done")
 SUMMARY_MAX = 160
 BUSY_TIMEOUT_S = 30.0
+QID_RE = re.compile(r"q([1-9][0-9]{0,17})")
 
 SCHEMA = """
 CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);
@@ -63,8 +65,8 @@ def key_summary(kind, action):
 
 
 def qnum(qid):
-    """N of a well-formed `q<N>`, else None."""
-    m = ID_RE.match(qid) if isinstance(qid, str) else None
+    """N of a well-formed `q<N>` (ASCII digits, no leading zero, nothing around it), else None."""
+    m = QID_RE.fullmatch(qid) if isinstance(qid, str) else None
     return int(m.group(1)) if m else None
 
 
@@ -272,8 +274,13 @@ class Index:
 
     def items(self, include_decided=False, limit=-1):
         """Items oldest first: the open ones, or all of them."""
-        where = "" if include_decided else "WHERE state='open'"
-        return self._rows(f"SELECT {self.COLUMNS} FROM items {where} ORDER BY n LIMIT ?", (limit,))
+        if not include_decided:
+            return self.items_in("open", limit)
+        return self._rows(f"SELECT {self.COLUMNS} FROM items ORDER BY n LIMIT ?", (limit,))
+
+    def items_in(self, state, limit=-1):
+        """Items in one state (open, started, approved, ...), oldest first."""
+        return self._rows(f"SELECT {self.COLUMNS} FROM items WHERE state=? ORDER BY n LIMIT ?", (state, limit))
 
     def open_summary(self):
         """(open count, queued_at of the oldest open item)."""

@@ -31,7 +31,7 @@ class Block:
 
 
 # Shrunk first to last. MISSION, INBOX, NEXT and STATE go only if nothing else is left (the cap is hard).
-SHRINK_ORDER = ["note:", "DRAFTS", "PERSONA", "JOURNAL", "CAPABILITIES", "NOTES_INDEX", "LAST_RESULTS",
+SHRINK_ORDER = ["note:", "DRAFTS", "PERSONA", "JOURNAL", "APPROVALS", "CAPABILITIES", "NOTES_INDEX", "LAST_RESULTS",
                 "STATE", "NEXT", "INBOX", "MISSION"]
 
 
@@ -208,8 +208,12 @@ def read_requested_notes(paths, max_notes, max_chars):
     return loaded, skipped
 
 
-def gather(cfg, inbox_text, compaction=False):
-    """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped."""
+def gather(cfg, inbox_text, compaction=False, approvals_text=""):
+    """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped.
+
+    `approvals_text` (decisions since the last tick, open items) becomes the APPROVALS block after
+    LAST_RESULTS (§19).
+    """
     p = cfg.paths
     cap_chars = cfg.context.max_input_tokens * CHARS_PER_TOKEN
     n = cfg.context.recent_journal_lines
@@ -231,8 +235,11 @@ def gather(cfg, inbox_text, compaction=False):
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
               drafts_list(p.state / "outbox" / "blog" / "drafts")),
         Block("LAST_RESULTS", "LAST_RESULTS", _head_text(p.state / "LAST_RESULTS.md", cap_chars)),
-        Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)),
     ]
+    if approvals_text:
+        blocks.append(Block("APPROVALS", "APPROVALS — what the operator decided, and what still waits",
+                            approvals_text[:cap_chars]))
+    blocks.append(Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)))
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
         blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))

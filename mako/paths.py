@@ -150,8 +150,9 @@ class PathPolicy:
                 return f"state/{target.name} is the operator's or the wrapper's"
             if target.name == "JOURNAL.md" and not self.compaction:
                 return "state/JOURNAL.md is append-only outside compaction"
-        if target == Path(os.path.realpath(self.cfg.paths.pending)) / "pending_actions.jsonl":
-            return "the approval queue is the wrapper's"
+        if target.parent == Path(os.path.realpath(self.cfg.paths.pending)) and target.name in (
+                "pending_actions.jsonl", "decisions.jsonl"):
+            return "the approval queue and its decisions are the wrapper's"
         archive = Path(os.path.realpath(self.cfg.paths.archive))
         if target.parent == archive and target.name.startswith("inbox-"):
             return "archived INBOX messages are kept as written"

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import counter, inbox as inbox_mod, report
+from . import counter, decisions, inbox as inbox_mod, report
 from .actions import ActionContext, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
@@ -66,10 +66,10 @@ def _read_int(path):
         return 0
 
 
-def assemble(cfg, mode, inbox_text):
+def assemble(cfg, mode, inbox_text, approvals_text=""):
     """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
     system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact")
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", approvals_text=approvals_text)
     message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
     sizes["notes_loaded"] = loaded
     sizes["notes_skipped"] = skipped
@@ -82,7 +82,9 @@ def dry_run(cfg, mode=None, out=None):
     ensure_layout(cfg)
     mode, _ = choose_mode(cfg, mode)
     pending = inbox_mod.peek(cfg.paths)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None)
+    approvals_text, _ = decisions.context_block(cfg, write=False)
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None,
+                                                approvals_text)
     redactor = Redactor(cfg.secrets())
     print(f"=== mode: {mode}", file=out)
     print("=== system prompt", file=out)
@@ -173,8 +175,9 @@ class Tick:
             self.telegram.send(f"🦫 #{self.n} ⚠️ {self.mode_note}", "log")
         self.payload["mode"] = self.mode
         self.payload["inbox_present"] = self.inbox.present
+        approvals_text, self.approvals_seen = decisions.context_block(cfg)
         system_prompt, message, sizes, self.notes_skipped = assemble(
-            cfg, self.mode, self.inbox.text if self.inbox.present else None)
+            cfg, self.mode, self.inbox.text if self.inbox.present else None, approvals_text)
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
         # An INBOX longer than the context shows is archived only as far as it was shown.
         self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
@@ -208,6 +211,8 @@ class Tick:
         self.write_own(cfg.paths.state / "next_notes.json",
                        json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n")
         self.update_compaction()
+        if self.mode == "normal":  # shown to a tick that could act on them: not shown again
+            decisions.mark_seen(cfg, self.approvals_seen)
         self.payload["inbox_archived"] = inbox_mod.archive(cfg.paths, self.inbox)
 
     # -- steps ----------------------------------------------------------------------------------------
