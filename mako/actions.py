@@ -237,6 +237,22 @@ def do_http_get(ctx, action):
                              f"{len(text)} chars{' (truncated)' if cut else ''}")}
 
 
+def _chunks(resp, size):
+    """The body as it arrives: a server dripping bytes must not hold a full-size read past the deadline."""
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:  # urllib3 1.x
+        yield from resp.iter_content(chunk_size=size)
+        return
+    try:
+        while True:
+            chunk = read1(size, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+    except Exception as e:  # urllib3's own errors, as requests would have wrapped them
+        raise requests.ConnectionError(e) from None
+
+
 def bounded_request(ctx, method, url, **kwargs):
     """One HTTP request within `http_timeout_s` (and the run's deadline), reading at most
     `http_response_max_bytes` of the body: (status, final URL, content type, scrubbed text, truncated?)."""
@@ -248,7 +264,7 @@ def bounded_request(ctx, method, url, **kwargs):
         with requests.request(method, url, stream=True, timeout=(min(10.0, timeout), timeout),
                               headers=headers, **kwargs) as resp:
             body, truncated = bytearray(), False
-            for chunk in resp.iter_content(chunk_size=min(limit + 1, 65536)):
+            for chunk in _chunks(resp, min(limit + 1, 65536)):
                 body += chunk
                 if len(body) > limit:
                     truncated = True
