@@ -7,18 +7,29 @@ Run by hand after a soak (`python3 analyse.py --config PATH [--metrics PATH]`); 
 It reports the span and the tick rate against `supervisor.tick_interval_s`, outcomes and parse failures,
 modes, providers and models, the distributions of wall time, input tokens and output characters (mean,
 p50, p95, p99, max — nearest-rank percentiles, see mako/stats.py — each with a text histogram), action
-totals, drift and compaction flags, and the last failures.
+totals, drift and compaction flags, the last failures, and the approvals: open now (and the oldest one's age)
+and decided within the span, from their index (never the whole queue).
 
 Exit codes: 0 report printed (also for a file with no rows: it says "no rows"); 1 no metrics file, or it
 could not be read; 2 bad usage; 78 bad config.
 """
 
 import sys
+import time
 from pathlib import Path
 
+from mako import decisions
 from mako.cli import Parser, load_or_exit
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.stats import read_table, report
+
+
+def approvals_lines(cfg, table):
+    """Open approvals now (and the oldest one's age), and the decisions made within the metrics' span."""
+    count, age, decided = decisions.figures(cfg, min(table.ts).timestamp(), max(table.ts).timestamp(),
+                                            write=False, now=time.time())
+    oldest = f", the oldest waiting {decisions.age_text(age)}" if age is not None else ""
+    return ["", "Approvals", f"  open now: {count:,}{oldest}", f"  decided within the span: {decided:,}"]
 
 
 def main(argv=None):
@@ -42,7 +53,7 @@ def main(argv=None):
         skipped = f" ({table.skipped} unreadable rows skipped)" if table.skipped else ""
         print(f"analyse: no rows in {path}{skipped}", flush=True)
         return EXIT_OK
-    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s))
+    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s, approvals_lines(cfg, table)))
     sys.stdout.flush()
     return EXIT_OK
 

@@ -3,7 +3,7 @@
 
 The supervisor runs it once per local date at `supervisor.digest_hour_local`; an operator may run it by
 hand (`python3 digest.py --config PATH`, or `--print` to see the text without sending it). It reads
-logs/metrics.csv, pending/pending_actions.jsonl, state/STATE.md and state/JOURNAL.md and writes nothing.
+logs/metrics.csv, the approvals (through their index), state/STATE.md and state/JOURNAL.md and writes nothing.
 The text goes to the Telegram digest thread (else the log thread); with Telegram off it is printed on
 standard output instead.
 

@@ -365,13 +365,15 @@ def mark_seen(cfg, marker):
     atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n")
 
 
-def figures(cfg, since_ts, until_ts=None, write=True):
-    """(open count, oldest open item's age in seconds or None, items decided in [since, until])."""
+def figures(cfg, since_ts, until_ts=None, write=True, now=None):
+    """(open count, oldest open item's age in seconds at `now` (default: until) or None, items decided in
+    [since, until])."""
     with Index(cfg, write) as index:
         count, oldest = index.open_summary()
         decided = index.decided_between(since_ts, until_ts)
     queued = parse_time(oldest)
-    age = max(0.0, (until_ts or time.time()) - queued) if queued is not None else None
+    now = now or until_ts or time.time()
+    age = max(0.0, now - queued) if queued is not None else None
     return count, age, decided
 
 

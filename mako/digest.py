@@ -1,8 +1,8 @@
 """The daily digest (§18): the last `digest.hours_window` hours of ticks, the current focus, the journal tail.
 
 Figures come from logs/metrics.csv through mako.stats (junk cells count as unknown, undated rows are left
-out), open approvals from pending/pending_actions.jsonl, the focus from state/STATE.md and the last
-journal lines from state/JOURNAL.md. The text is plain (Telegram gets no parse mode) and goes to the digest
+out), approvals (open items, the oldest one's age, decisions in the window) from their index, the focus
+from state/STATE.md and the last journal lines from state/JOURNAL.md. The text is plain (Telegram gets no parse mode) and goes to the digest
 thread, else the log thread.
 """
 
@@ -11,10 +11,10 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from .approvals import read_queue
+from . import decisions
 from .fileio import read_text, tail_lines
 from .redact import Redactor
-from .stats import count_if, is_true, numbers, parse_ts, pct, read_table, summarize, total
+from .stats import count_if, is_true, numbers, pct, read_table, summarize, total
 from .telegram import TelegramClient
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,9 @@ def collect(cfg, now=None):
         ticks = table.col("tick_n")
         fig["drift"] = [(ticks[i].strip(), d.strip()) for i, d in enumerate(table.col("drift_flag")) if d.strip()]
 
-    queue = read_queue(cfg.paths.pending / "pending_actions.jsonl")
-    fig["pending"] = len(queue)
-    stamps = (parse_ts(str(e.get("queued_at") or "")) for e in queue)
-    fig["pending_in_window"] = sum(1 for t in stamps if t is not None and t >= since)
+    # From the approvals index (read-only here: the digest writes nothing), never the whole queue.
+    fig["pending"], fig["oldest_age"], fig["decided"] = decisions.figures(
+        cfg, since.timestamp(), now.timestamp(), write=False)
 
     fig["focus"] = extract_focus(read_text(cfg.paths.state / "STATE.md"))
     fig["journal"] = [_cut(line, JOURNAL_LINE_MAX)
@@ -166,7 +165,8 @@ def render(fig):
                 out.append(f"  (+{len(drift) - DRIFT_LISTED} earlier)")
         else:
             out.append("Drift flags: none")
-    out.append(f"Approvals pending: {fig['pending']:,} open ({fig['pending_in_window']:,} queued in the last {window})")
+    oldest = f" (oldest {decisions.age_text(fig['oldest_age'])})" if fig["oldest_age"] is not None else ""
+    out.append(f"Approvals: {fig['pending']:,} open{oldest} · {fig['decided']:,} decided in the last {window}")
     out += ["", f"Focus: {fig['focus'] or '(STATE.md has none)'}"]
     out += ["", "Journal (latest):"] + (fig["journal"] or ["(empty)"])
     return "\n".join(out)

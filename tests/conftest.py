@@ -25,6 +25,10 @@ THREADS = {"log": 11, "requests": 22, "approvals": 33, "digest": 44}
 SECRETS = (PRIMARY_KEY, FALLBACK_KEY, BOT_TOKEN)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~10 s (deselect with -m 'not slow')")
+
+
 def alive(pid):
     """True while `pid` runs (a zombie nobody reaped yet counts as gone)."""
     try:

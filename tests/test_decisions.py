@@ -4,6 +4,7 @@ tick lock, dedupe at queue time and the APPROVALS block the next tick reads."""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -452,3 +453,35 @@ def test_secrets_of_the_executors_never_leave_config(root, capsys):
     for text in root.telegram.texts():
         assert "smtp-password" not in text and "cf-token-abcdef" not in text
     assert BOT_TOKEN.encode() not in root.p("pending/decisions.jsonl").read_bytes()
+
+
+# -- digest and analyse ------------------------------------------------------------------------------------
+
+def test_analyse_reports_open_approvals_and_decisions_in_the_span(root, capsys):
+    import analyse
+    queue(root, marker_shell(root, "a"), marker_shell(root, "b"), marker_shell(root, "c"))
+    with open(root.p("pending/decisions.jsonl"), "a") as f:  # decided two days ago: before the span
+        f.write(json.dumps({"id": "q1", "sha256": "0" * 64, "decision": "rejected", "by": "cli",
+                            "at": "2020-01-01T00:00:00+00:00", "note": "", "result": None}) + "\n")
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    run(root, capsys, "done", "q2")
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    assert analyse.main(["--config", str(root.config_path)]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("\nApprovals\n"):out.index("\nRecent failures")]
+    assert re.fullmatch(r"\nApprovals\n  open now: 1, the oldest waiting [0-9]s\n  decided within the span: 1\n",
+                        section), section
+
+
+def test_approve_as_an_operator_runs_it(root):
+    """Real subprocesses, as in the README's transcript."""
+    queue(root, marker_shell(root, "a"))
+    listed = root.run("approve.py")
+    assert listed.returncode == 0 and listed.stdout.startswith("q1 ") and listed.stderr == ""
+    done = root.run("approve.py", "yes", "q1", "--note", "fine")
+    assert done.returncode == 0 and done.stdout.startswith("✅ q1 approved · shell · ok:")
+    again = root.run("approve.py", "yes", "q1")
+    assert again.returncode == 1 and again.stdout == "" and again.stderr.startswith("q1 was already approved")
+    assert root.run("approve.py", "list").stdout == "no open items (approve.py list --all shows decided ones)\n"

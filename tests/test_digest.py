@@ -38,6 +38,9 @@ def seed(root, now=NOW, rows=None):
     pending = root.p("pending/pending_actions.jsonl")
     pending.parent.mkdir(parents=True, exist_ok=True)
     pending.write_text("".join(json.dumps(q) + "\n" for q in queue) + '{"id": "q4", "queued_')
+    decided = {"id": "q2", "sha256": "1" * 64, "decision": "rejected", "by": "cli",
+               "at": (now - timedelta(hours=2)).isoformat(), "note": "", "result": None}
+    pending.with_name("decisions.jsonl").write_text(json.dumps(decided) + "\n")
     state = root.p("state")
     state.mkdir(parents=True, exist_ok=True)
     (state / "STATE.md").write_text("# State\n\nFocus: ship the first blog post\n\nOther things.\n")
@@ -55,7 +58,7 @@ def expected_text(now=NOW):
         "Drift flags: 2",
         "  #107 off mission",
         "  #118 off mission",
-        "Approvals pending: 3 open (1 queued in the last 24h)",
+        "Approvals: 2 open (oldest 2d0h) · 1 decided in the last 24h",
         "",
         "Focus: ship the first blog post",
         "",
@@ -87,7 +90,7 @@ def test_digest_window_follows_hours_window(root):
     assert fig["failures"] == 0 and fig["drift"] == [("118", "off mission")]
     text = render(fig)
     assert "Last 0.5h: 5 ticks, 0 failed (0.0%)" in text
-    assert "Approvals pending: 3 open (0 queued in the last 0.5h)" in text
+    assert "Approvals: 2 open (oldest 2d0h) · 0 decided in the last 0.5h" in text
 
 
 def test_digest_missing_metrics_says_no_ticks(root):
@@ -95,7 +98,7 @@ def test_digest_missing_metrics_says_no_ticks(root):
     root.p("logs/metrics.csv").unlink()
     text = build_digest(root.cfg(), now=NOW)
     assert text.splitlines()[1] == "No ticks in the last 24h (no metrics file yet)."
-    assert "Approvals pending: 3 open (1 queued in the last 24h)" in text
+    assert "Approvals: 2 open (oldest 2d0h) · 1 decided in the last 24h" in text
     assert "Focus: ship the first blog post" in text
 
 
