@@ -25,7 +25,7 @@ from mako.cli import Parser, load_or_exit
 from mako.decisions import age_text, decide, find, parse_id
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
-from mako.redact import Redactor
+from mako.redact import MARK, Redactor
 
 COMMANDS = ("list", "show", "yes", "no", "done")
 DECISION = {"yes": "approved", "no": "rejected", "done": "done"}
@@ -34,7 +34,7 @@ DECISION = {"yes": "approved", "no": "rejected", "done": "done"}
 def list_items(cfg, show_all, out):
     now = time.time()
     with Index(cfg) as index:
-        rows = index.items(include_decided=show_all)
+        rows = index.listing(include_decided=show_all)
         missing = index.missing
     for name, n in missing.items():
         print(f"warning: pending/{name} is missing (the index had read {n} lines from it); restore it",
@@ -42,16 +42,21 @@ def list_items(cfg, show_all, out):
     if not rows:
         print("no open items" + ("" if show_all else " (approve.py list --all shows decided ones)"), file=out)
         return
-    redactor = Redactor(cfg.secrets())
+    ages = {}
     lines = []
-    for r in rows:
-        queued = r["queued_ts"]
-        age = age_text(now - queued) if queued else "?"
-        state = r["state"] if r["state"] != "approved" else {1: "approved(ok)", 0: "approved(failed)"}.get(
-            r["ok"], "approved")
-        lines.append(f"{r['qid']:<7} {age:>6}  {r['type']:<12} {r['summary']}  {r['sha'][:8]}"
-                     + (f"  [{state}]" if show_all else ""))
-    out.write(redactor.text("\n".join(lines)) + "\n")
+    for qid, queued_ts, kind, summary, sha, state, ok in rows:
+        age = int(now - queued_ts) if queued_ts else None
+        if age not in ages:
+            ages[age] = age_text(age) if age is not None else "?"
+        line = f"{qid:<7} {ages[age]:>6}  {kind:<12} {summary}  {sha[:8]}"
+        if show_all:
+            line += f"  [{state}{'' if state != 'approved' or ok is None else '(ok)' if ok else '(failed)'}]"
+        lines.append(line)
+    text = "\n".join(lines)
+    # The records were scrubbed (token patterns too) when queued: only a secret configured since can show.
+    for secret in Redactor(cfg.secrets()).secrets:
+        text = text.replace(secret, MARK)
+    out.write(text + "\n")
 
 
 def show_item(cfg, qid, out):

@@ -282,6 +282,12 @@ class Index:
         """Items in one state (open, started, approved, ...), oldest first."""
         return self._rows(f"SELECT {self.COLUMNS} FROM items WHERE state=? ORDER BY n LIMIT ?", (state, limit))
 
+    def listing(self, include_decided=False):
+        """(qid, queued_ts, type, summary, sha, state, ok) tuples, oldest first: `approve.py list`, fast."""
+        where = "" if include_decided else "WHERE state='open'"
+        return self.db.execute(f"SELECT qid, queued_ts, type, summary, sha, state, ok FROM items {where} "
+                               "ORDER BY n").fetchall()
+
     def open_summary(self):
         """(open count, queued_at of the oldest open item)."""
         count = self.db.execute("SELECT count(*) FROM items WHERE state='open'").fetchone()[0]
