@@ -16,6 +16,7 @@ Exit codes: 0 ok, 1 refused or failed (unknown, decided, malformed or changed it
 """
 
 import json
+import sqlite3
 import sys
 import time
 
@@ -116,15 +117,19 @@ def main(argv=None):
     cfg = load_or_exit(args.config, "approve")
     if cfg is None:
         return EXIT_CONFIG
-    if cmd == "list":
-        list_items(cfg, args.all, sys.stdout)
-        return EXIT_OK
-    qid = parse_id(args.qid)
-    if qid is None:
-        print(f"{args.qid!r} is not an item id (ids look like q7)", file=sys.stderr)
+    try:
+        if cmd == "list":
+            list_items(cfg, args.all, sys.stdout)
+            return EXIT_OK
+        qid = parse_id(args.qid)
+        if qid is None:
+            print(f"{args.qid!r} is not an item id (ids look like q7)", file=sys.stderr)
+            return EXIT_FAIL
+        if cmd == "show":
+            return show_item(cfg, qid, sys.stdout)
+    except (OSError, sqlite3.Error) as e:
+        print(f"approve: cannot read the approvals: {e.__class__.__name__}: {e}", file=sys.stderr)
         return EXIT_FAIL
-    if cmd == "show":
-        return show_item(cfg, qid, sys.stdout)
     outcome = decide(cfg, qid, DECISION[cmd], "cli", args.reason if cmd == "no" else args.note,
                      again=args.again, over_budget=args.over_budget)
     print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from contextlib import closing
 from datetime import datetime, timezone
 
 from .approvals import FALLBACK_FIELDS, KEY_FIELDS, QUEUE_FILE, cut
+from .fileio import displace
 
 DECISIONS_FILE = "decisions.jsonl"
 INDEX_FILE = "approvals.db"
@@ -111,9 +112,13 @@ class Index:
     def _connect(self, write):
         if write:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            displace(self.path)  # a folder, FIFO or link planted here: moved aside, the index rebuilt
             try:
                 db = self._open_file()
-                db.execute("SELECT v FROM meta WHERE k='version'").fetchone()
+                try:
+                    db.execute("SELECT v FROM meta WHERE k='version'").fetchone()
+                except sqlite3.OperationalError:  # no tables yet (new, or another process is building it)
+                    pass
                 return db
             except sqlite3.DatabaseError:
                 # Not a database (a crash can't do that; a hand or a disk can): it is a cache, start over.

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -207,8 +208,12 @@ class ApprovalQueue:
         kind = stored.get("type") if isinstance(stored.get("type"), str) else "?"
         sha = action_sha256(stored)
         with waiting_lock(self.lock_path):
-            with Index(self.cfg) as index:
-                waiting = index.open_with_sha(sha)
+            try:
+                with Index(self.cfg) as index:
+                    waiting = index.open_with_sha(sha)
+            except (sqlite3.Error, OSError) as e:  # a broken index must not stop the queue: queue it again
+                log.warning("approvals index unreadable, not checking for a duplicate: %s", e)
+                waiting = None
             if waiting:
                 log.info("%s is already waiting as %s; not queued again", kind, waiting)
                 return waiting, False

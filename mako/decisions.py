@@ -11,6 +11,7 @@ approvals of one id run it once. Both `approve.py` and the Telegram listener cal
 
 import json
 import logging
+import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,8 +209,8 @@ def decide(cfg, qid, decision, by, note="", *, expect_sha8=None, again=False, ov
         return _close(cfg, canon, decision, by, note, expect_sha8, redactor, telegram)
     except Busy as e:
         return Outcome(False, 75, str(e), canon)
-    except (OSError, TimeoutError) as e:
-        return Outcome(False, 1, redactor.text(f"{canon}: {e.__class__.__name__}: {e}"), canon)
+    except (OSError, TimeoutError, sqlite3.Error) as e:
+        return Outcome(False, 1, redactor.text(f"{canon}: {e.__class__.__name__}: {e}; nothing decided"), canon)
 
 
 def _close(cfg, qid, decision, by, note, expect_sha8, redactor, telegram):
@@ -318,6 +319,15 @@ def context_block(cfg, write=True):
     The marker (where the decisions file was read up to) is stored by `mark_seen` once the tick succeeded,
     so a failed tick's decisions are shown again.
     """
+    try:
+        return _context_block(cfg, write)
+    except (sqlite3.Error, OSError) as e:  # the approvals must never cost the tick
+        log.warning("approvals index unreadable: %s", e)
+        return (f"⚠️ The approvals could not be read this tick ({e.__class__.__name__}: {short(str(e), 200)}); "
+                "the operator can see them with approve.py list.", None)
+
+
+def _context_block(cfg, write):
     path = cfg.paths.pending / DECISIONS_FILE
     seen = {}
     try:
@@ -361,8 +371,9 @@ def context_block(cfg, write=True):
 
 
 def mark_seen(cfg, marker):
-    """Remember that a tick showed the decisions up to `marker`."""
-    atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n")
+    """Remember that a tick showed the decisions up to `marker` (None: nothing was shown)."""
+    if marker is not None:
+        atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n")
 
 
 def figures(cfg, since_ts, until_ts=None, write=True, now=None):

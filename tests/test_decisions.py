@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -485,3 +486,37 @@ def test_approve_as_an_operator_runs_it(root):
     again = root.run("approve.py", "yes", "q1")
     assert again.returncode == 1 and again.stdout == "" and again.stderr.startswith("q1 was already approved")
     assert root.run("approve.py", "list").stdout == "no open items (approve.py list --all shows decided ones)\n"
+
+
+def test_index_path_replaced_by_a_folder_or_link_is_moved_aside(root, capsys):
+    queue(root, marker_shell(root, "a"))
+    db = root.p("state/.mako/approvals.db")
+    db.unlink()
+    db.mkdir()
+    (db / "x").write_text("planted")
+    code, out, _ = run(root, capsys, "list")
+    assert code == 0 and out.startswith("q1 ")
+    assert db.is_file() and any(p.name.startswith("approvals.db.displaced-") for p in db.parent.iterdir())
+    outside = root.path.parent / "elsewhere.db"
+    db.unlink()
+    db.symlink_to(outside)
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    assert "q1 shell" in _block(root.payload(1)["user_message"]) and not outside.exists()
+
+
+def test_unreadable_index_costs_neither_the_tick_nor_the_queue(root, capsys, monkeypatch):
+    from mako import approval_index
+
+    def broken(self, write):
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(approval_index.Index, "_connect", broken)
+    root.ollama.reply_content(reply(actions=[{"type": "http_post", "url": "https://example.com/h"}]))
+    assert root.tick() == 0
+    assert root.payload(1)["actions"][0]["status"] == "queued"  # queued, without the duplicate check
+    assert "The approvals could not be read this tick (OperationalError: disk I/O error)" in \
+        root.payload(1)["user_message"]
+    out = decisions.decide(root.cfg(), "q1", "rejected", "cli")
+    assert (out.ok, out.code) == (False, 1) and "disk I/O error; nothing decided" in out.message
+    code, _, err = run(root, capsys, "list")
+    assert code == 1 and err.splitlines()[-1].startswith("approve: cannot read the approvals: OperationalError")
