@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import time
 
-from mako.approval_index import Index
+from mako.approval_index import Index, visible
 from mako.approvals import action_sha256
 from mako.cli import Parser, load_or_exit
 from mako.decisions import age_text, decide, find, parse_id
@@ -69,9 +69,10 @@ def show_item(cfg, qid, out):
     stored = str(record.get("sha256"))
     now = action_sha256(record["action"]) if isinstance(record.get("action"), dict) else "(no action object)"
     check = "matches the record" if now == stored else f"CHANGED: the record now hashes to {now[:8]}"
-    print(f"{qid} · {record.get('type')} · queued {record.get('queued_at')} by tick #{record.get('tick')}", file=out)
-    print(f"sha256 {stored[:8]} ({check})", file=out)
-    print(redactor.text(json.dumps(record, ensure_ascii=False, indent=2)), file=out)
+    head = f"{qid} · {record.get('type')} · queued {record.get('queued_at')} by tick #{record.get('tick')}"
+    print(visible(head), file=out)
+    print(visible(f"sha256 {stored[:8]} ({check})"), file=out)
+    print(visible(redactor.text(json.dumps(record, ensure_ascii=False, indent=2))), file=out)
     if not decisions:
         print(f"decision: none yet (open) — approve.py yes|no|done {qid}", file=out)
     for d in decisions:
@@ -82,9 +83,10 @@ def show_item(cfg, qid, out):
             what = f"{'ok' if result.get('ok') else 'failed'}: {result.get('summary')}"
         else:
             what = d.get("note") or ""
-        print(redactor.text(f"decision: {d.get('at')} {d.get('decision')} by {d.get('by')} · {what}"), file=out)
+        print(visible(redactor.text(f"decision: {d.get('at')} {d.get('decision')} by {d.get('by')} · {what}")),
+              file=out)
         if isinstance(result, dict) and result.get("output"):
-            print(redactor.text("  " + str(result["output"]).replace("\n", "\n  ")), file=out)
+            print(visible(redactor.text("  " + str(result["output"]).replace("\n", "\n  "))), file=out)
     return EXIT_OK
 
 

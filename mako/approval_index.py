@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import time
+import unicodedata
 from contextlib import closing
 from datetime import datetime, timezone
 
@@ -29,6 +30,7 @@ FINAL = ("approved", "rejected", "done")
 SUMMARY_MAX = 160
 BUSY_TIMEOUT_S = 30.0
 QID_RE = re.compile(r"q([1-9][0-9]{0,17})")
+INVISIBLE = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
 
 SCHEMA = """
 CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);
@@ -55,6 +57,13 @@ def parse_time(text):
     return value.timestamp()
 
 
+def visible(text):
+    """`text` with control, format (bidi, zero-width) and separator characters shown as `\\uXXXX`: what
+    the model wrote must not move a terminal's cursor or reorder what the operator reads."""
+    return "".join(f"\\u{ord(c):04x}" if c not in "\n\t" and unicodedata.category(c) in INVISIBLE else c
+                   for c in text)
+
+
 def key_summary(kind, action):
     """The action's key fields on one line (`to: a@b.c · subject: Hi`), as posts and lists show them."""
     if not isinstance(action, dict):
@@ -62,7 +71,7 @@ def key_summary(kind, action):
     fields = KEY_FIELDS.get(kind)
     if fields is None:
         fields = next(((f,) for f in FALLBACK_FIELDS if f in action), ())
-    return " · ".join(f"{name}: {cut(action[name], 80)}" for name in fields if name in action)
+    return visible(" · ".join(f"{name}: {cut(action[name], 80)}" for name in fields if name in action))
 
 
 def qnum(qid):
@@ -243,7 +252,7 @@ class Index:
             # The first line with an id is the record; a later copy (a hand edit) never replaces it.
             self.db.execute("INSERT OR IGNORE INTO items (n, qid, off, sha, type, queued_at, queued_ts, tick, "
                             "summary, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                            (n, f"q{n}", off, sha, cut(kind, 40), queued_at, parse_time(queued_at), tick,
+                            (n, f"q{n}", off, sha, visible(cut(kind, 40)), queued_at, parse_time(queued_at), tick,
                              cut(key_summary(kind, e.get("action")), SUMMARY_MAX)))
         self._advance(meta, "queue", self.queue_path, add)
 

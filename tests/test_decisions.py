@@ -520,3 +520,31 @@ def test_unreadable_index_costs_neither_the_tick_nor_the_queue(root, capsys, mon
     assert (out.ok, out.code) == (False, 1) and "disk I/O error; nothing decided" in out.message
     code, _, err = run(root, capsys, "list")
     assert code == 1 and err.splitlines()[-1].startswith("approve: cannot read the approvals: OperationalError")
+
+
+def test_approve_list_and_show_never_print_control_or_bidi_characters(root, capsys):
+    sneaky = "ed@example.com\x1b]0;owned\x07\u202egpj.exe\u200b\x9b2J"
+    queue(root, {"type": "email_send", "to": sneaky, "subject": "hi\x1b[2J", "body": "b"})
+    code, out, _ = run(root, capsys, "list")
+    assert code == 0 and "\\u001b]0;owned\\u0007\\u202egpj.exe\\u200b\\u009b2J" in out
+    code, out2, _ = run(root, capsys, "show", "q1")
+    for text in (out, out2):
+        assert not any(c in text for c in "\x1b\x07\u202e\u200b\x9b")
+
+
+def test_reject_while_the_approval_runs_waits_for_its_result(root):
+    queue(root, {"type": "shell", "cmd": "sleep 1; echo a >> ran.txt", "needs_approval": True})
+    proc = root_popen(root, "yes", "q1")
+    deadline = time.monotonic() + 10
+    while not root.p("pending/decisions.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out = decisions.decide(root.cfg(), "q1", "rejected", "cli", "changed my mind")
+    assert (out.ok, out.code) == (False, 1) and "q1 was already approved (ok)" in out.message
+    assert proc.wait(30) == 0 and runs(root, "a") == 1
+    # With nothing running, a started item without a result may be closed by hand.
+    queue(root, marker_shell(root, "b"))
+    with open(root.p("pending/decisions.jsonl"), "a") as f:
+        f.write(json.dumps({"id": "q2", "sha256": action_sha256(marker_shell(root, "b")), "decision": "approved",
+                            "by": "cli", "at": "2026-01-01T00:00:00+00:00", "note": "", "result": None,
+                            "status": "started"}) + "\n")
+    assert decisions.decide(root.cfg(), "q2", "done", "cli", "checked: it ran").code == 0
