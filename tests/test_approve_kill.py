@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import REPO, reply
+from conftest import REPO, Recorder, reply
 
 from mako import decisions
 from mako.approvals import ApprovalQueue
@@ -20,11 +20,6 @@ from mako.redact import Redactor
 
 ITEMS = 8
 KILLS = 50
-
-
-class NoTelegram:
-    def send(self, text, thread="log", reply_markup=None):
-        return True
 
 
 def yes(root, qid, again):
@@ -38,7 +33,7 @@ def test_approve_yes_killed_at_random_moments(root):
     logging.getLogger().handlers.clear()
     cfg = root.cfg()
     ensure_layout(cfg)
-    q = ApprovalQueue(cfg, Redactor(cfg.secrets()), NoTelegram())
+    q = ApprovalQueue(cfg, Redactor(cfg.secrets()), Recorder())
     # Each run leaves one line in ran.txt; the short sleep widens the window in which a kill lands mid-run.
     ids = [q.enqueue({"type": "shell", "cmd": f"sleep 0.05; echo t{i} >> ran.txt", "needs_approval": True}, 1)
            for i in range(ITEMS)]
