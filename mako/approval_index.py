@@ -60,6 +60,8 @@ def parse_time(text):
 def visible(text):
     """`text` with control, format (bidi, zero-width) and separator characters shown as `\\uXXXX`: what
     the model wrote must not move a terminal's cursor or reorder what the operator reads."""
+    if text.isprintable():  # the usual case, at C speed
+        return text
     return "".join(f"\\u{ord(c):04x}" if c not in "\n\t" and unicodedata.category(c) in INVISIBLE else c
                    for c in text)
 
@@ -241,6 +243,8 @@ class Index:
         meta.update({f"{name}_id": st[0], f"{name}_off": end, f"{name}_lines": count})
 
     def _read_queue(self, meta):
+        rows = []
+
         def add(off, e):
             n = qnum(e.get("id"))
             if n is None:
@@ -249,30 +253,33 @@ class Index:
             queued_at = e.get("queued_at") if isinstance(e.get("queued_at"), str) else ""
             tick = e.get("tick") if isinstance(e.get("tick"), int) and not isinstance(e.get("tick"), bool) else None
             sha = e.get("sha256") if isinstance(e.get("sha256"), str) else ""
-            # The first line with an id is the record; a later copy (a hand edit) never replaces it.
-            self.db.execute("INSERT OR IGNORE INTO items (n, qid, off, sha, type, queued_at, queued_ts, tick, "
-                            "summary, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                            (n, f"q{n}", off, sha, visible(cut(kind, 40)), queued_at, parse_time(queued_at), tick,
-                             cut(key_summary(kind, e.get("action")), SUMMARY_MAX)))
+            rows.append((n, f"q{n}", off, sha, visible(cut(kind, 40)), queued_at, parse_time(queued_at), tick,
+                         cut(key_summary(kind, e.get("action")), SUMMARY_MAX)))
         self._advance(meta, "queue", self.queue_path, add)
+        # The first line with an id is the record; a later copy (a hand edit) never replaces it.
+        self.db.executemany("INSERT OR IGNORE INTO items (n, qid, off, sha, type, queued_at, queued_ts, tick, "
+                            "summary, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')", rows)
 
     def _read_decisions(self, meta):
+        lines, updates = [], []
+
         def add(off, e):
             n = qnum(e.get("id"))
             decision = e.get("decision")
             if n is None or decision not in FINAL:
                 return
-            self.db.execute("INSERT OR IGNORE INTO dlines VALUES (?, ?)", (off, f"q{n}"))
+            lines.append((off, f"q{n}"))
+            at = parse_time(e.get("at"))
             if e.get("status") == "started":
-                self.db.execute("UPDATE items SET state='started', ok=NULL, decided_ts=? WHERE n=?",
-                                (parse_time(e.get("at")), n))
+                updates.append(("started", None, at, n))
                 return
             result = e.get("result")
             ok = result.get("ok") if isinstance(result, dict) else None
-            self.db.execute("UPDATE items SET state=?, ok=?, decided_ts=? WHERE n=?",
-                            (decision, None if ok is None else int(bool(ok)), parse_time(e.get("at")) or time.time(),
-                             n))
+            updates.append((decision, None if ok is None else int(bool(ok)), at or time.time(), n))
         self._advance(meta, "dec", self.decisions_path, add)
+        self.db.executemany("INSERT OR IGNORE INTO dlines VALUES (?, ?)", lines)
+        # In file order: the last line about an item is its state.
+        self.db.executemany("UPDATE items SET state=?, ok=?, decided_ts=? WHERE n=?", updates)
 
     # -- queries ------------------------------------------------------------------------------------------
 
