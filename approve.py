@@ -132,8 +132,13 @@ def main(argv=None):
     except (OSError, sqlite3.Error) as e:
         print(f"approve: cannot read the approvals: {e.__class__.__name__}: {e}", file=sys.stderr)
         return EXIT_FAIL
-    outcome = decide(cfg, qid, DECISION[cmd], "cli", args.reason if cmd == "no" else args.note,
-                     again=args.again, over_budget=args.over_budget)
+    try:
+        outcome = decide(cfg, qid, DECISION[cmd], "cli", args.reason if cmd == "no" else args.note,
+                         again=args.again, over_budget=args.over_budget)
+    except KeyboardInterrupt:
+        print(f"interrupted: if {qid} had started it shows as started with no result; approve.py show {qid}",
+              file=sys.stderr)
+        return 130
     print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr, flush=True)
     return outcome.code
 

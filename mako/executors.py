@@ -12,7 +12,7 @@ import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.utils import formataddr, getaddresses, make_msgid, parseaddr
 
 from .actions import ActionFailed, _text_arg, _time_left, bounded_request, http_url, short
 
@@ -113,16 +113,18 @@ def do_cf_api(ctx, action):
 
 # -- email_send --------------------------------------------------------------------------------------------
 
-def _address(action, key):
+def _addresses(action, key):
+    """(To header, [addresses]) for one address or a comma-separated list; any bad one refuses them all."""
     value = _text_arg(action, key).strip()
-    name, addr = parseaddr(value)
-    if "@" not in addr or any(c in value for c in "\r\n"):
+    pairs = getaddresses([value]) if not any(c in value for c in "\r\n") else []
+    if not pairs or any("@" not in addr or any(c.isspace() for c in addr) for _, addr in pairs):
         raise ActionFailed(f"'{key}' is not an email address: {short(value, 80)!r}", "refused")
-    return formataddr((name, addr)) if name else addr, addr
+    header = ", ".join(formataddr((name, addr)) if name else addr for name, addr in pairs)
+    return header, [addr for _, addr in pairs]
 
 
 def _message(cfg, action):
-    to_header, to_addr = _address(action, "to")
+    to_header, to_addrs = _addresses(action, "to")
     subject = _text_arg(action, "subject")
     body = _text_arg(action, "body", allow_blank=True)
     if any(c in subject for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
@@ -133,12 +135,12 @@ def _message(cfg, action):
     msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(domain=parseaddr(cfg.email.sender)[1].rpartition("@")[2] or None)
     msg.set_content(body)
-    return msg, to_addr
+    return msg, to_addrs
 
 
 def do_email_send(ctx, action):
     cfg = ctx.cfg.email
-    msg, to_addr = _message(ctx.cfg, action)
+    msg, to_addrs = _message(ctx.cfg, action)
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
     tls = ssl.create_default_context()
     try:
@@ -156,7 +158,7 @@ def do_email_send(ctx, action):
                 client.ehlo()
             if cfg.username:
                 client.login(cfg.username, cfg.password)
-            refused = client.send_message(msg, from_addr=parseaddr(cfg.sender)[1], to_addrs=[to_addr])
+            refused = client.send_message(msg, from_addr=parseaddr(cfg.sender)[1], to_addrs=to_addrs)
     except smtplib.SMTPResponseException as e:
         message = e.smtp_error.decode("utf-8", "replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
         raise ActionFailed(f"SMTP {e.smtp_code}: {short(message, 200)}", smtp_code=e.smtp_code) from None
@@ -166,8 +168,8 @@ def do_email_send(ctx, action):
         raise ActionFailed(f"{e.__class__.__name__}: {short(str(e), 200)}") from None
     if refused:
         raise ActionFailed(f"recipient refused: {short(str(refused), 200)}")
-    return {"type": "email_send", "ok": True, "status": "ok", "to": to_addr, "message_id": msg["Message-ID"],
-            "summary": short(f"emailed {to_addr}: {msg['Subject']}")}
+    return {"type": "email_send", "ok": True, "status": "ok", "to": ", ".join(to_addrs),
+            "message_id": msg["Message-ID"], "summary": short(f"emailed {', '.join(to_addrs)}: {msg['Subject']}")}
 
 
 EXECUTORS = {

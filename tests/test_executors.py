@@ -240,3 +240,13 @@ def test_email_send_header_injection_is_refused(root, trust):
         assert out.ok
         data = smtp.messages[0]["data"].decode()
         assert "\nBcc:" not in data and "Subject: Hi Bcc: all@example.com" in data
+
+
+def test_email_send_to_several_addresses_reaches_each(root, trust):
+    with FakeSMTP(*trust) as smtp:
+        email_config(root, smtp.port, username="")
+        out = approve(root, dict(EMAIL, to="ed@example.com, Ann <ann@example.com>"))
+        assert out.ok and "emailed ed@example.com, ann@example.com" in out.message
+        assert [r.split()[0] for r in smtp.messages[0]["rcpt_to"]] == ["<ed@example.com>", "<ann@example.com>"]
+        out = approve(root, dict(EMAIL, to="ed@example.com, not an address"))
+        assert out.code == 1 and "is not an email address" in out.message and len(smtp.messages) == 1
