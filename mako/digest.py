@@ -2,8 +2,8 @@
 
 Figures come from logs/metrics.csv through mako.stats (junk cells count as unknown, undated rows are left
 out), approvals (open items, the oldest one's age, decisions in the window) from their index, the focus
-from state/STATE.md and the last journal lines from state/JOURNAL.md. The text is plain (Telegram gets no parse mode) and goes to the digest
-thread, else the log thread.
+from state/STATE.md and the last journal lines from state/JOURNAL.md. The text is plain (Telegram gets no
+parse mode) and goes to the digest thread, else the log thread.
 """
 
 import logging

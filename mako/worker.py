@@ -141,7 +141,8 @@ class Tick:
         ensure_layout(cfg)
         lock = FileLock(cfg.paths.private / "tick.lock")
         if not lock.acquire():
-            print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
+            print("tick: another tick (or an approval running its action) holds state/.mako/tick.lock; "
+                  "not starting", file=sys.stderr)
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
