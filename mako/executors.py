@@ -26,7 +26,9 @@ IMPLICIT_TLS_PORTS = (465,)
 def configured_problem(cfg, kind):
     """Why an approved action of `kind` cannot be carried out here, or None when it can."""
     if kind == "email_send" and not cfg.email.configured:
-        return "no email executor configured (email.smtp_host and email.from are empty)"
+        unset = " and ".join(k for k, v in (("email.smtp_host", cfg.email.smtp_host), ("email.from", cfg.email.sender))
+                             if not v)
+        return f"no email executor configured ({unset} {'are' if ' and ' in unset else 'is'} empty)"
     if kind == "cf_api" and not cfg.cloudflare.configured:
         return "no Cloudflare executor configured (cloudflare.api_token is empty)"
     return None
