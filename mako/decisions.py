@@ -33,6 +33,7 @@ DECISIONS_LISTED = 30
 RECENT_BYTES = 256 * 1024
 SEEN_FILE = "approvals_seen.json"
 RUN_GRACE_S = 30.0
+RESULT_LOCK_WAIT_S = 60.0
 
 
 class Busy(Exception):
@@ -266,9 +267,15 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
     summary = short(result.get("summary") or "", 300)
     line = {"ok": ok, "status": result.get("status"), "summary": summary,
             "output": truncate(redactor.text("\n".join(parts)), OUTPUT_MAX)}
-    with waiting_lock(cfg.paths.private / "decisions.lock"):
-        _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": now_iso(),
-                      "note": note, "result": line})
+    text = f"✅ {qid} approved · {short(kind, 40)} · {'ok' if ok else 'failed'}: {summary}"
+    try:
+        with waiting_lock(cfg.paths.private / "decisions.lock", wait_s=RESULT_LOCK_WAIT_S):
+            _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": now_iso(),
+                          "note": note, "result": line})
+    except (OSError, TimeoutError, sqlite3.Error) as e:
+        # It ran: say so, whatever the record; it stays "started" for the operator to close by hand.
+        return Outcome(False, 1, redactor.text(f"{text} — but the result was not recorded ({e}); {qid} shows as "
+                                               f"started: approve.py done {qid} once checked"), qid, line)
     text = f"✅ {qid} approved · {short(kind, 40)} · {'ok' if ok else 'failed'}: {summary}"
     _post(cfg, telegram, redactor, text)
     return Outcome(ok, 0 if ok else 1, redactor.text(text), qid, line)
