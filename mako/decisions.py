@@ -276,7 +276,6 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
         # It ran: say so, whatever the record; it stays "started" for the operator to close by hand.
         return Outcome(False, 1, redactor.text(f"{text} — but the result was not recorded ({e}); {qid} shows as "
                                                f"started: approve.py done {qid} once checked"), qid, line)
-    text = f"✅ {qid} approved · {short(kind, 40)} · {'ok' if ok else 'failed'}: {summary}"
     _post(cfg, telegram, redactor, text)
     return Outcome(ok, 0 if ok else 1, redactor.text(text), qid, line)
 
