@@ -173,7 +173,10 @@ def _append(cfg, line):
     append_record(cfg.paths.pending / DECISIONS_FILE,
                   json.dumps(line, ensure_ascii=False, separators=(",", ":")))
     # Take the line into the index at once: if the file is later lost, the index knows it held decisions.
-    Index(cfg).close()
+    try:
+        Index(cfg).close()
+    except sqlite3.Error as e:  # the line is written; the index catches up next time
+        log.warning("approvals index not updated: %s", e)
 
 
 def _post(cfg, telegram, redactor, text):
