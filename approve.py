@@ -38,7 +38,8 @@ def list_items(cfg, show_all, out):
         rows = index.listing(include_decided=show_all)
         missing = index.missing
     for name, n in missing.items():
-        print(f"warning: pending/{name} is missing (the index had read {n} lines from it); restore it",
+        print(f"warning: pending/{name} is missing or not a regular file (the index had read {n} lines "
+              "from it); restore it",
               file=sys.stderr)
     if not rows:
         print("no open items" + ("" if show_all else " (approve.py list --all shows decided ones)"), file=out)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import time
 import unicodedata
 from contextlib import closing
@@ -82,12 +83,25 @@ def qnum(qid):
     return int(m.group(1)) if m else None
 
 
+def open_regular(path):
+    """`path` opened for reading only if it is a regular file: a FIFO planted there must not block."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def complete_lines(path, start):
     """(offset, raw line) for each whole line after byte `start`, and the offset after the last one.
 
     A torn last line (no newline yet) is left for a later read: it is either finished or cut aside.
     """
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(start)
         data = f.read()
     end = data.rfind(b"\n") + 1
@@ -123,7 +137,8 @@ class Index:
     def _connect(self, write):
         if write:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            displace(self.path)  # a folder, FIFO or link planted here: moved aside, the index rebuilt
+            for planted in (self.path, self.path.with_name(self.path.name + "-journal")):
+                displace(planted)  # a folder, FIFO or link planted here: moved aside, the index rebuilt
             try:
                 db = self._open_file()
                 try:
@@ -176,9 +191,13 @@ class Index:
 
     @staticmethod
     def _stat(path):
+        """(identity, size) of a regular file; None for anything else: a FIFO planted there would block a
+        read forever, a folder can't be read, and neither is the record."""
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         return f"{st.st_dev}:{st.st_ino}", st.st_size
 
@@ -338,7 +357,7 @@ class Index:
 def read_line_at(path, off):
     """The JSON object on the line starting at byte `off`, or None."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(off)
             raw = f.readline()
     except OSError:

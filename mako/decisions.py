@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .approval_index import DECISIONS_FILE, FINAL, Index, complete_lines, parse_time, qnum, read_line_at
-from .approvals import QUEUE_FILE, ApprovalQueue, action_sha256, append_record, waiting_lock
-from .fileio import FileLock, atomic_write, read_text
+from .approval_index import (DECISIONS_FILE, FINAL, Index, complete_lines, open_regular, parse_time, qnum,
+                             read_line_at)
+from .approvals import LOCK_WAIT_S, QUEUE_FILE, ApprovalQueue, action_sha256, append_record, waiting_lock
+from .fileio import FileLock, atomic_write, displace, read_text
 from .redact import Redactor
 from .report import short, truncate
 
@@ -139,8 +140,8 @@ def _refusal(cfg, qid, decision, again, expect_sha8):
         missing, row = index.missing, index.item(qid)
     if missing:
         name, lines = next(iter(missing.items()))
-        return (f"pending/{name} is missing (the index had read {lines} lines from it): restore it from a "
-                "backup; nothing decided. (An empty file starts afresh and reopens every decided item.)"), row, None
+        return (f"pending/{name} is missing or not a regular file (the index had read {lines} lines from "
+                "it): restore it from a backup; nothing decided. (An empty file starts afresh and reopens every decided item.)"), row, None
     if row is None:
         return f"{qid}: no such item in pending/{QUEUE_FILE}", None, None
     state = row["state"]
@@ -169,9 +170,18 @@ def _refusal(cfg, qid, decision, again, expect_sha8):
     return None, row, record
 
 
+def _decisions_lock(cfg, wait_s=LOCK_WAIT_S):
+    """The lock every decision is checked and appended under (a link or folder planted there moved aside)."""
+    displace(cfg.paths.private / "decisions.lock")
+    return waiting_lock(cfg.paths.private / "decisions.lock", wait_s)
+
+
 def _append(cfg, line):
-    append_record(cfg.paths.pending / DECISIONS_FILE,
-                  json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+    path = cfg.paths.pending / DECISIONS_FILE
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # Moving it aside would lose every decision it holds; writing through it could land anywhere.
+        raise OSError(f"pending/{DECISIONS_FILE} is not a regular file")
+    append_record(path, json.dumps(line, ensure_ascii=False, separators=(",", ":")))
     # Take the line into the index at once: if the file is later lost, the index knows it held decisions.
     try:
         Index(cfg).close()
@@ -219,7 +229,7 @@ def decide(cfg, qid, decision, by, note="", *, expect_sha8=None, again=False, ov
 
 def _close(cfg, qid, decision, by, note, expect_sha8, redactor, telegram):
     """Reject or mark done: a line and a post, nothing run."""
-    with waiting_lock(cfg.paths.private / "decisions.lock"):
+    with _decisions_lock(cfg):
         problem, row, record = _refusal(cfg, qid, decision, False, expect_sha8)
         if problem:
             return Outcome(False, 1, redactor.text(problem), qid)
@@ -239,7 +249,7 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
         from .telegram import TelegramClient
         telegram = TelegramClient(cfg.telegram, redactor)
     queue = ApprovalQueue(cfg, redactor, telegram)
-    with waiting_lock(cfg.paths.private / "decisions.lock"):
+    with _decisions_lock(cfg):
         problem, row, record = _refusal(cfg, qid, "approved", again, expect_sha8)
         if problem:
             return Outcome(False, 1, redactor.text(problem), qid)
@@ -272,7 +282,7 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
             "output": truncate(redactor.text("\n".join(parts)), OUTPUT_MAX)}
     text = f"✅ {qid} approved · {short(kind, 40)} · {'ok' if ok else 'failed'}: {summary}"
     try:
-        with waiting_lock(cfg.paths.private / "decisions.lock", wait_s=RESULT_LOCK_WAIT_S):
+        with _decisions_lock(cfg, RESULT_LOCK_WAIT_S):
             _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": now_iso(),
                           "note": note, "result": line})
     except (OSError, TimeoutError, sqlite3.Error) as e:
@@ -289,7 +299,7 @@ def _recent_lines(path, start, end):
     """Decision lines between two offsets, at most RECENT_BYTES of the newest."""
     begin = max(start, end - RECENT_BYTES)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(begin)
             data = f.read(end - begin)
     except OSError:
@@ -338,11 +348,12 @@ def context_block(cfg, write=True):
 
 def _context_block(cfg, write):
     path = cfg.paths.pending / DECISIONS_FILE
-    seen = {}
-    try:
-        seen = json.loads(read_text(cfg.paths.private / SEEN_FILE) or "{}")
-    except ValueError:
-        pass
+    seen, seen_path = {}, cfg.paths.private / SEEN_FILE
+    if seen_path.is_file() and not seen_path.is_symlink():  # never a read that a planted FIFO could block
+        try:
+            seen = json.loads(read_text(seen_path) or "{}")
+        except ValueError:
+            pass
     with Index(cfg, write) as index:
         count, oldest = index.open_summary()
         listed = index.items(limit=OPEN_LISTED)
@@ -361,7 +372,8 @@ def _context_block(cfg, write):
             last[e["id"]] = e
         kinds = {qid: (index.item(qid) or {}).get("type", "?") for qid in last}
     marker = {"id": dec_id, "off": dec_off, "at": now_iso()}
-    lines = [f"⚠️ pending/{name} is missing (it held {n} lines); no decision can be made until it is restored."
+    lines = [f"⚠️ pending/{name} is missing or not a regular file (it held {n} lines); no decision can be made "
+             "until it is restored."
              for name, n in missing.items()]
     shown = list(last.values())[-DECISIONS_LISTED:]
     if shown:
@@ -382,6 +394,7 @@ def _context_block(cfg, write):
 def mark_seen(cfg, marker):
     """Remember that a tick showed the decisions up to `marker` (None: nothing was shown)."""
     if marker is not None:
+        displace(cfg.paths.private / SEEN_FILE)
         atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n")
 
 

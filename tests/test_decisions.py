@@ -548,3 +548,39 @@ def test_reject_while_the_approval_runs_waits_for_its_result(root):
                             "by": "cli", "at": "2026-01-01T00:00:00+00:00", "note": "", "result": None,
                             "status": "started"}) + "\n")
     assert decisions.decide(root.cfg(), "q2", "done", "cli", "checked: it ran").code == 0
+
+
+def test_fifo_or_folder_planted_over_the_decisions_file_never_blocks(root, capsys):
+    queue(root, marker_shell(root, "a"), marker_shell(root, "b"))
+    assert run(root, capsys, "no", "q1")[0] == 0
+    path = root.p("pending/decisions.jsonl")
+    path.rename(path.with_name("kept.jsonl"))
+    os.mkfifo(path)
+    root.ollama.reply_content(reply())
+    proc = root.run("tick.py", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "pending/decisions.jsonl is missing or not a regular file" in root.payload(1)["user_message"]
+    code, _, err = run(root, capsys, "yes", "q2")
+    assert code == 1 and "not a regular file" in err and runs(root, "b") == 0
+    path.unlink()
+    path.mkdir()
+    code, _, err = run(root, capsys, "no", "q2")
+    assert code == 1 and "not a regular file" in err
+    path.rmdir()
+    path.with_name("kept.jsonl").rename(path)  # restored: decisions go on
+    assert run(root, capsys, "yes", "q2")[0] == 0 and runs(root, "b") == 1
+    assert run(root, capsys, "yes", "q1")[0] == 1  # still rejected
+
+
+def test_wrapper_files_of_the_approvals_replaced_by_folders(root, capsys):
+    queue(root, marker_shell(root, "a"))
+    private = root.p("state/.mako")
+    for name in ("decisions.lock", "approvals_seen.json", "approvals.db-journal"):
+        (private / name).mkdir()
+    assert run(root, capsys, "no", "q1", "--reason", "r")[0] == 0
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    assert "- q1 shell · rejected: r" in _block(root.payload(1)["user_message"])
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0
+    assert "q1" not in root.payload(2)["user_message"]
