@@ -16,7 +16,7 @@ from .errors import PathRefused
 from .fileio import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
-CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "install.sh",
+CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "install.sh",
               "mako-zero.service", "config.example.yaml", "requirements.txt")
 CODE_DIRS = ("mako", "prompts", "seed", "tests", "bench", ".venv", "venv", ".git", ".ci")
 # Files under state/ that only the wrapper (or the operator) writes.
