@@ -584,3 +584,22 @@ def test_wrapper_files_of_the_approvals_replaced_by_folders(root, capsys):
     root.ollama.reply_content(reply())
     assert root.tick() == 0
     assert "q1" not in root.payload(2)["user_message"]
+
+
+@pytest.mark.parametrize("threads,expected", [({}, THREADS["approvals"]),
+                                              ({"approvals_thread_id": 0}, THREADS["requests"]),
+                                              ({"approvals_thread_id": 0, "requests_thread_id": 0}, THREADS["log"])])
+def test_decision_post_goes_to_approvals_else_requests_else_log(root, capsys, threads, expected):
+    root.write_config(telegram=threads)
+    queue(root, marker_shell(root, "a"))
+    assert run(root, capsys, "done", "q1", "--note", "by hand")[0] == 0
+    assert root.telegram.texts(expected)[-1] == "☑️ q1 done: by hand"
+
+
+def test_digest_reads_the_approvals_without_writing(root):
+    from mako.digest import build_digest
+    queue(root, marker_shell(root, "a"))
+    db = root.p("state/.mako/approvals.db")
+    db.unlink()
+    assert "Approvals: 1 open (oldest " in build_digest(root.cfg())
+    assert not db.exists()
