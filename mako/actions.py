@@ -69,7 +69,7 @@ def short(text, limit=SUMMARY_MAX):
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _identity(action):
+def identity(action):
     """The fields that say which action a failed result belongs to."""
     out = {}
     for key in ("cmd", "url", "path", "thread"):
@@ -82,7 +82,7 @@ def _identity(action):
 def _failure(kind, message, status, action, **fields):
     verb = "refused" if status == "refused" else "failed"
     return {"type": kind, "ok": False, "status": status, "summary": short(f"{kind} {verb}: {message}"),
-            "error": message, **_identity(action), **fields}
+            "error": message, **identity(action), **fields}
 
 
 def run_action(ctx, action):
@@ -115,9 +115,9 @@ def _dispatch(ctx, action, kind):
         qid, new = ctx.queue.enqueue_once(action, ctx.tick_n)
         if not new:
             return {"type": kind, "ok": True, "status": "waiting", "id": qid,
-                    "summary": short(f"{kind} already waiting as {qid} (not queued again)"), **_identity(action)}
+                    "summary": short(f"{kind} already waiting as {qid} (not queued again)"), **identity(action)}
         return {"type": kind, "ok": True, "status": "queued", "id": qid,
-                "summary": short(f"{kind} queued as {qid} for approval"), **_identity(action)}
+                "summary": short(f"{kind} queued as {qid} for approval"), **identity(action)}
     if kind == "spend":
         return _record_spend(ctx, kind, action["amount_pence"], action["reason"])
     handler = HANDLERS.get(kind) or (ctx.executors or {}).get(kind)
@@ -354,6 +354,12 @@ def _post_text(ctx, action):
     return truncate(ctx.redactor.text(_text_arg(action, "text")), POST_MAX_CHARS)
 
 
+def _telegram_off(kind, action):
+    """With no bot token there is nowhere to post: a supported setup, so the post is skipped, not failed."""
+    return {"type": kind, "ok": False, "status": "skipped", "summary": "skipped (Telegram off)",
+            **identity(action)}
+
+
 def do_telegram_post(ctx, action):
     text = _post_text(ctx, action)
     thread = action.get("thread")
@@ -362,21 +368,25 @@ def do_telegram_post(ctx, action):
     if thread_id is None:
         raise ActionFailed(f"unknown thread {short(repr(thread), 60)} (use log, requests, approvals, digest "
                            "or a thread number)")
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("telegram_post", action)
     delivered = bool(ctx.telegram.send(text, thread=thread_id))
     return {"type": "telegram_post", "ok": delivered, "status": "ok" if delivered else "error",
             "thread": thread, "delivered": delivered,
             "summary": short(f"posted to {thread}" if delivered else
-                             f"not delivered to {thread} (Telegram off or failing)")}
+                             f"not delivered to {thread} (Telegram failing)")}
 
 
 def do_ask_chris(ctx, action):
     text = _post_text(ctx, action)
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("ask_chris", action)
     thread = ctx.cfg.telegram.first_thread("requests", "log")
     delivered = bool(ctx.telegram.send(text, thread=thread or "log"))
     return {"type": "ask_chris", "ok": delivered, "status": "ok" if delivered else "error",
             "delivered": delivered,
             "summary": "asked Chris (requests thread)" if delivered else
-                       "question not delivered (Telegram off or failing)"}
+                       "question not delivered (Telegram failing)"}
 
 
 HANDLERS = {

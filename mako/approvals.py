@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fileio import FileLock, append, atomic_write, read_text, tail_lines
+from .fileio import FileLock, append, atomic_write, lines_from_end, read_text, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,21 @@ class ApprovalQueue:
     # -- spend ledger -----------------------------------------------------------------------------------
 
     def _month_total(self, month):
-        return sum(e["amount_pence"] for e in read_jsonl(self.ledger_path)
-                   if e.get("month") == month and valid_pence(e.get("amount_pence")))
+        """Pence recorded for `month`. The ledger is appended in time order, so it is read from its end
+        back to the first entry of an earlier month: the cost is this month's entries, not the history."""
+        spent = 0
+        for line in lines_from_end(self.ledger_path):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("month"), str):
+                continue
+            if entry["month"] < month:
+                break
+            if entry["month"] == month and valid_pence(entry.get("amount_pence")):
+                spent += entry["amount_pence"]
+        return spent
 
     def month_spend(self):
         """Pence recorded in the ledger for the current (UTC) month."""

@@ -153,7 +153,7 @@ def drafts_list(folder):
     try:
         entries = [e for e in os.scandir(folder) if e.is_file() and e.name.endswith(".md")]
     except FileNotFoundError:
-        return ""
+        entries = []
     entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
     lines = []
     for e in entries[:MAX_DRAFTS]:
@@ -208,13 +208,18 @@ def read_requested_notes(paths, max_notes, max_chars):
     return loaded, skipped
 
 
-def gather(cfg, inbox_text, compaction=False, approvals_text=""):
+def gather(cfg, inbox_text, compaction=False, seeds=None, approvals_text=""):
     """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped.
 
-    `approvals_text` (decisions since the last tick, open items) becomes the APPROVALS block after
-    LAST_RESULTS (§19).
-    """
+    `seeds` ({state file: seed file}) stands in for state files a tick would seed first (a dry run, which
+    creates nothing). `approvals_text` (decisions since the last tick, open items) becomes the APPROVALS
+    block after LAST_RESULTS (§19)."""
     p = cfg.paths
+    seeds = seeds or {}
+
+    def state_text(path):
+        return _head_text(seeds.get(path, path), cap_chars)
+
     cap_chars = cfg.context.max_input_tokens * CHARS_PER_TOKEN
     n = cfg.context.recent_journal_lines
     if compaction:
@@ -223,23 +228,23 @@ def gather(cfg, inbox_text, compaction=False, approvals_text=""):
     else:
         journal = journal_tail_text(p.state / "JOURNAL.md", lines=n)
         journal_label = f"JOURNAL (last {n} lines)"
-    blocks = [Block("MISSION", "MISSION", _head_text(p.state / "MISSION.md", cap_chars))]
+    blocks = [Block("MISSION", "MISSION", state_text(p.state / "MISSION.md"))]
     if inbox_text is not None and inbox_text.strip():
         blocks.append(Block("INBOX", INBOX_LABEL, inbox_text[:cap_chars]))
     blocks += [
-        Block("CAPABILITIES", "CAPABILITIES", _head_text(p.state / "CAPABILITIES.md", cap_chars)),
-        Block("STATE", "STATE", _head_text(p.state / "STATE.md", cap_chars)),
-        Block("NEXT", "NEXT", _head_text(p.state / "NEXT.md", cap_chars)),
+        Block("CAPABILITIES", "CAPABILITIES", state_text(p.state / "CAPABILITIES.md")),
+        Block("STATE", "STATE", state_text(p.state / "STATE.md")),
+        Block("NEXT", "NEXT", state_text(p.state / "NEXT.md")),
         Block("JOURNAL", journal_label, journal, keep="tail"),
-        Block("NOTES_INDEX", "notes/INDEX.md", _head_text(p.notes / "INDEX.md", cap_chars)),
+        Block("NOTES_INDEX", "notes/INDEX.md", state_text(p.notes / "INDEX.md")),
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
               drafts_list(p.state / "outbox" / "blog" / "drafts")),
-        Block("LAST_RESULTS", "LAST_RESULTS", _head_text(p.state / "LAST_RESULTS.md", cap_chars)),
+        Block("LAST_RESULTS", "LAST_RESULTS", state_text(p.state / "LAST_RESULTS.md")),
     ]
     if approvals_text:
         blocks.append(Block("APPROVALS", "APPROVALS — what the operator decided, and what still waits",
                             approvals_text[:cap_chars]))
-    blocks.append(Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)))
+    blocks.append(Block("PERSONA", "PERSONA", state_text(p.state / "PERSONA.md")))
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
         blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))

@@ -1,9 +1,11 @@
 """The daily digest (§18): the last `digest.hours_window` hours of ticks, the current focus, the journal tail.
 
-Figures come from logs/metrics.csv through mako.stats (junk cells count as unknown, undated rows are left
-out), approvals (open items, the oldest one's age, decisions in the window) from their index, the focus
-from state/STATE.md and the last journal lines from state/JOURNAL.md. The text is plain (Telegram gets no
-parse mode) and goes to the digest thread, else the log thread.
+Figures come from the window's rows of logs/metrics.csv through mako.stats (junk cells count as unknown,
+undated rows are left out), approvals (open items, the oldest one's age, decisions in the window) from
+their index, the focus from state/STATE.md and the last journal lines from state/JOURNAL.md. The metrics
+and the journal are read from their ends and the approvals through their index: the cost does not grow with
+their history. The text is plain (Telegram gets no parse mode) and goes to the digest thread, else the log
+thread.
 """
 
 import logging
@@ -14,7 +16,8 @@ from datetime import datetime, timedelta, timezone
 from . import decisions
 from .fileio import read_text, tail_lines
 from .redact import Redactor
-from .stats import count_if, is_true, numbers, pct, read_table, summarize, total
+from .schedule import record_digest_sent
+from .stats import count_if, is_true, numbers, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,7 @@ JOURNAL_LINE_MAX = 300
 FOCUS_MAX = 600
 DRIFT_LISTED = 10
 DRIFT_MAX = 160
+# The queue is read from its end up to this much (about 3,000 entries); more is shown as "N+".
 
 FOCUS_LINE_RE = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?focus(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$", re.I)
 FOCUS_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?:current\s+)?focus\s*:?\s*#*\s*$", re.I)
@@ -90,7 +94,7 @@ def collect(cfg, now=None):
     fig = {"now": now, "hours": hours, "metrics_missing": False}
 
     try:
-        table = read_table(cfg.paths.logs / "metrics.csv")
+        table = read_table_since(cfg.paths.logs / "metrics.csv", since)
     except FileNotFoundError:
         table = None
         fig["metrics_missing"] = True
@@ -118,7 +122,7 @@ def collect(cfg, now=None):
         ticks = table.col("tick_n")
         fig["drift"] = [(ticks[i].strip(), d.strip()) for i, d in enumerate(table.col("drift_flag")) if d.strip()]
 
-    # From the approvals index (read-only here: the digest writes nothing), never the whole queue.
+    # From the approvals index (read-only here), never the whole queue.
     fig["pending"], fig["oldest_age"], fig["decided"] = decisions.figures(
         cfg, since.timestamp(), now.timestamp(), write=False)
 
@@ -177,14 +181,17 @@ def build_digest(cfg, now=None):
 
 
 def send_digest(cfg, text, clock=time.time):
-    """Post the digest to the digest thread (else log); True when Telegram accepted every part."""
+    """Post the digest to the digest thread (else log); True when Telegram accepted every part, and then
+    the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
     budget = cfg.supervisor.digest_timeout_s
     client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
-    if not ok:
+    if ok:
+        record_digest_sent(cfg.paths.private, time.localtime(clock()))
+    else:
         last = client.records[-1] if client.records else {}
         log.error("digest not delivered: %s", last.get("error") or "no reply")
     return ok

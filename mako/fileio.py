@@ -142,6 +142,29 @@ def tail_lines(path, n, block=65536):
     return lines[-n:]
 
 
+def lines_from_end(path, max_bytes=None, block=65536):
+    """Yield the file's lines as bytes, newest first, reading backwards in blocks: a reader that stops
+    early costs what it read, whatever the file's size. After `max_bytes`, stops (the oldest line read
+    may then be partial and is not yielded). A missing file yields nothing."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        pos = size = f.seek(0, os.SEEK_END)
+        rest = b""
+        while pos > 0:
+            if max_bytes is not None and size - pos >= max_bytes:
+                return
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            lines = (f.read(step) + rest).split(b"\n")
+            rest = lines[0]
+            yield from reversed(lines[1:])
+        yield rest
+
+
 class FileLock:
     """An exclusive, non-blocking flock on a lock file; released when the process dies, whatever the death."""
 

@@ -1,8 +1,10 @@
 """Call the configured LLM providers in order (primary, then fallback) and return the first usable reply.
 
 Each provider is tried at most once per call, within the caller's deadline. Every attempt, failed or not,
-becomes a redacted record for the payload's `llm_attempts`. A usage-limit 429 puts that provider on a
-cool-down persisted in state/.mako/cooldowns.json, so later runs skip it until the limit resets.
+becomes a redacted record for the payload's `llm_attempts`. A usage-limit 429, or a second timeout in a row,
+puts that provider on a cool-down persisted in state/.mako/cooldowns.json, so later runs skip it until the
+limit resets (or `llm.timeout_cooldown_s` has passed) instead of waiting on a dead endpoint every time. The
+time is shared so the fallback always gets its turn.
 Wire formats and quirks: protocols.md §1 (Ollama), §2 and §2.5 (OpenAI-compatible, OpenCode Go).
 """
 
@@ -27,7 +29,9 @@ CONNECT_TIMEOUT_S = 10.0
 # Left unspent before the deadline so the run can still record itself after a provider times out.
 RESERVE_S = 1.0
 MIN_ATTEMPT_S = 2.0
+SPLIT_SLACK_S = 0.5
 DEFAULT_COOLDOWN_S = 15 * 60
+TIMEOUTS_FOR_COOLDOWN = 2
 MAX_COOLDOWN_S = 7 * 24 * 3600
 RECORD_BODY_MAX = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -88,13 +92,43 @@ class Cooldowns:
         data = self.load()
         data[provider.name] = {"until": until, "until_iso": _iso(until), "base_url": provider.base_url,
                                "model": provider.model, "reason": reason[:300], "set_at": _iso(self.clock())}
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        self._save(data)
 
     def clear(self, provider):
         data = self.load()
         if provider.name in data:
             del data[provider.name]
-            atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            self._save(data)
+
+    def _save(self, data):
+        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def end_timeout_row(self, provider):
+        """Forget a row of timeouts (a cool-down already set stays)."""
+        data = self.load()
+        entry = data.get(provider.name)
+        if isinstance(entry, dict) and "timeouts_in_row" in entry:
+            del entry["timeouts_in_row"]
+            if "until" not in entry:
+                del data[provider.name]
+            self._save(data)
+
+    def timed_out(self, provider, cooldown_s):
+        """Count a timeout; the second in a row puts the provider on cool-down. Returns its end, or None."""
+        data = self.load()
+        entry = data.get(provider.name)
+        entry = dict(entry) if isinstance(entry, dict) and entry.get("base_url") == provider.base_url else {}
+        row = entry.get("timeouts_in_row", 0)
+        row = (row if isinstance(row, int) and not isinstance(row, bool) else 0) + 1
+        if row >= TIMEOUTS_FOR_COOLDOWN:
+            until = self.clock() + cooldown_s
+            self.set(provider, until, f"{row} timeouts in a row")
+            return until
+        entry.update(timeouts_in_row=row, base_url=provider.base_url, model=provider.model)
+        entry.setdefault("set_at", _iso(self.clock()))
+        data[provider.name] = entry
+        self._save(data)
+        return None
 
 
 def opencode_session_id(folder):
@@ -354,6 +388,21 @@ def _plan(providers, cooldowns):
     return [(p, until, until is None) for p, until in cooling]
 
 
+def _attempt_budget(plan, i, remaining):
+    """Seconds provider i may wait: its timeout, less what the next provider to try needs (§9).
+
+    A primary that never answers must not starve the fallback: it leaves the next one its own timeout_s,
+    or half the time left when that is less."""
+    provider = plan[i][0]
+    budget = min(float(provider.timeout_s), remaining)
+    later = [p for p, _, go in plan[i + 1:] if go]
+    if later:
+        # The slack covers what the attempt costs beyond its read timeout (connecting, closing).
+        keep = min(max(float(later[0].timeout_s), MIN_ATTEMPT_S) + SPLIT_SLACK_S, remaining / 2)
+        budget = min(budget, remaining - keep)
+    return budget
+
+
 def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=time.time):
     """The first usable reply from cfg.providers, in order, each tried once before the `deadline`
     (an absolute clock() time). Raises AllProvidersFailed (with .attempts) when none gives one."""
@@ -362,8 +411,9 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
     system, user = redactor.text(system_prompt), redactor.text(user_message)
     attempts = []
     wall = 0.0
+    plan = _plan(providers, cooldowns)
     with requests.Session() as session:
-        for provider, cooling_until, go in _plan(providers, cooldowns):
+        for i, (provider, cooling_until, go) in enumerate(plan):
             label = f"{provider.name} {provider.type}/{provider.model}"
             if not go:
                 attempts.append(_skipped(provider, redactor, "cooling_down",
@@ -377,16 +427,24 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
                 log.warning("%s: not tried, the run deadline is too close", label)
                 continue
             session_id = opencode_session_id(cfg.paths.private) if provider.type == "openai_compat" else None
-            rec, result = _attempt(session, provider, system, user, min(float(provider.timeout_s), remaining),
+            rec, result = _attempt(session, provider, system, user, _attempt_budget(plan, i, remaining),
                                    redactor, cooldowns, session_id, clock)
             attempts.append(rec)
             wall += rec["wall_s"]
             if result is None:
-                log.warning("%s: failed (%s) in %.1fs: %s", label, rec["kind"], rec["wall_s"], rec["error"][:300])
+                # One short line: the whole error text is in the payload's llm_attempts.
+                log.warning("%s: failed (%s) in %.1fs", label, rec["kind"], rec["wall_s"])
+                if rec["kind"] == "timeout":
+                    until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
+                    if until:
+                        rec["cooldown_until"] = _iso(until)
+                        log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
+                                    TIMEOUTS_FOR_COOLDOWN, _iso(until))
+                elif not rec["cooldown_until"]:
+                    cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
                 continue
             log.info("%s: ok in %.1fs", label, rec["wall_s"])
-            if cooling_until:
-                cooldowns.clear(provider)
+            cooldowns.clear(provider)
             content, prompt, completion = result
             return LLMResult(slot=provider.name, type=provider.type, model=provider.model, content=content,
                              attempts=attempts, prompt_tokens=prompt, completion_tokens=completion,

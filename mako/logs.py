@@ -5,21 +5,25 @@ so it holds whole prompts and replies, but never a secret.
 """
 
 import csv
-import io
 import json
 import logging
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fileio import append, atomic_write, displace, ensure_dir, read_head
+from .fileio import append, atomic_write, displace, ensure_dir, read_head, tail_lines
 
 METRICS_COLUMNS = [
     "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
     "actions_count", "actions_executed", "actions_queued", "parse_ok", "drift_flag", "compact_now", "failures",
     "outcome", "llm_wall_s", "prompt_tokens", "completion_tokens",
 ]
+# The last line of a traceback: "package.module.ErrorType: message".
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*): (.+)$")
+# A comma, a quote, or any character str.splitlines() breaks a line at.
+SPECIAL = re.compile('[,"\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]')
 PAYLOAD_KEYS = [
     "tick_n", "mode", "started_at", "system_prompt", "user_message", "sizes", "inbox_present", "llm_attempts",
     "raw_content", "parsed_response", "files_written", "actions", "telegram_posts", "errors", "ended_at",
@@ -54,11 +58,19 @@ def _cell(value):
     return str(value)
 
 
+def _field(text):
+    """A CSV field, quoted when it holds a comma, a quote or any line break.
+
+    csv.writer quotes only for the characters of its line terminator, so a lone \r (or U+2028 and the
+    other breaks str.splitlines knows) would go out bare and split the row for a reader."""
+    if text and SPECIAL.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def metrics_row_text(row):
-    """One CSV line for `row` (a dict keyed by METRICS_COLUMNS; missing keys are empty)."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in METRICS_COLUMNS])
-    return buf.getvalue()
+    """One CSV record for `row` (a dict keyed by METRICS_COLUMNS; missing keys are empty)."""
+    return ",".join(_field(_cell(row.get(c))) for c in METRICS_COLUMNS) + "\n"
 
 
 def _header_text():
@@ -117,3 +129,15 @@ def write_error_log(folder, n, text, redactor):
     path = Path(folder) / f"error-{int(n)}.log"
     atomic_write(path, redactor.text(text))
     return path
+
+
+def failure_reason(folder, n):
+    """Why tick n failed, from the last line of its error-N.log in `folder` ("ErrorType: message"); "" when
+    there is no such log. Reads only the file's end."""
+    try:
+        lines = tail_lines(Path(folder) / f"error-{int(n)}.log", 1)
+    except OSError:
+        return ""
+    last = lines[-1].strip() if lines else ""
+    m = EXCEPTION_LINE.match(last)
+    return f"{m.group(1)}: {m.group(2)}" if m else last

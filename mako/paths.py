@@ -27,15 +27,20 @@ SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*"
 WRITE_MODES = ("write", "append")
 
 
+def seed_pairs(p):
+    """(seed file, state file it seeds) for every file a fresh root is seeded with."""
+    return [(p.seed / name, p.state / name) for name in STATE_SEEDS] + [
+        (p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")]
+
+
 def ensure_layout(cfg):
     """Create missing folders and seed missing state files from seed/ — never overwriting anything."""
     p = cfg.paths
     for d in (p.root, p.state, p.notes, p.workdir, p.archive, p.logs, p.pending, p.private,
               p.state / "outbox" / "blog" / "drafts", p.logs / "ticks", p.logs / "scribe"):
         ensure_dir(d)
-    for name in STATE_SEEDS:
-        _seed(p.seed / name, p.state / name)
-    _seed(p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")
+    for src, dst in seed_pairs(p):
+        _seed(src, dst)
 
 
 def _seed(src, dst):

@@ -97,6 +97,31 @@ def action_counts(results):
     return run, queued, failed, skipped
 
 
+def metrics_row(ts, tick_n, mode, wall_s, outcome, llm=None, reply=None, actions=(), writes=(),
+                input_tokens=None):
+    """The logs/metrics.csv row of a finished tick (§17): None where a value is unknown.
+
+    `failures` counts the failed actions and file writes; why a tick failed is its `outcome` word and, in
+    full, logs/error-N.log."""
+    run, queued, failed, _ = action_counts(actions)
+    failed += sum(1 for w in writes if not w.get("ok"))
+    return {
+        "ts": ts, "tick_n": tick_n, "mode": mode, "wall_s": round(wall_s, 3),
+        "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
+        "input_tokens_est": input_tokens,
+        "output_chars": len(llm.content) if llm else None,
+        "actions_count": len(reply["actions"]) if reply else None,
+        "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
+        "parse_ok": (reply is not None) if llm else None,
+        "drift_flag": reply["drift_flag"] if reply else None,
+        "compact_now": reply["compact_now"] if reply else None,
+        "failures": failed, "outcome": outcome,
+        "llm_wall_s": round(llm.wall_s, 3) if llm else None,
+        "prompt_tokens": llm.prompt_tokens if llm else None,
+        "completion_tokens": llm.completion_tokens if llm else None,
+    }
+
+
 def tick_summary(tick_n, started, wall_s, provider, model, text, max_chars, results, drift_flag=None):
     """The Telegram log-thread post for a finished tick."""
     when = datetime.fromtimestamp(started).strftime("%H:%M")

@@ -5,6 +5,7 @@ after the tick number is taken, the tick records itself: a metrics row, a payloa
 error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
 """
 
+import errno
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from . import counter, decisions, inbox as inbox_mod, report
-from .actions import ActionContext, run_action
+from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
@@ -23,7 +24,7 @@ from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, Deadline
 from .fileio import FileLock, append, atomic_write, displace, read_text
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files
+from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
@@ -66,10 +67,11 @@ def _read_int(path):
         return 0
 
 
-def assemble(cfg, mode, inbox_text, approvals_text=""):
+def assemble(cfg, mode, inbox_text, seeds=None, approvals_text=""):
     """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
     system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", approvals_text=approvals_text)
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds,
+                                     approvals_text=approvals_text)
     message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
     sizes["notes_loaded"] = loaded
     sizes["notes_skipped"] = skipped
@@ -77,15 +79,29 @@ def assemble(cfg, mode, inbox_text, approvals_text=""):
 
 
 def dry_run(cfg, mode=None, out=None):
-    """Print the exact request a tick would send now; change nothing (§3)."""
+    """Print the exact request a tick would send now; create or change nothing (§3).
+
+    What a tick would create first is read as it would be: a missing state file as its seed, a missing
+    root as an empty one; and the output says so."""
     out = out or sys.stdout
-    ensure_layout(cfg)
+    p = cfg.paths
+    notes = []
+    if p.root.exists() and not p.root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.root))
+    if not p.root.is_dir():
+        notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
+    seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
+    if seeds and not notes:
+        notes += [f"{dst.relative_to(p.root) if p.root in dst.parents else dst} is missing; shown from "
+                  f"seed/ (a tick seeds it)" for dst in seeds]
     mode, _ = choose_mode(cfg, mode)
-    pending = inbox_mod.peek(cfg.paths)
+    pending = inbox_mod.peek(p)
     approvals_text, _ = decisions.context_block(cfg, write=False)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None,
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds,
                                                 approvals_text)
     redactor = Redactor(cfg.secrets())
+    for note in notes:
+        print(f"=== note: {note}", file=out)
     print(f"=== mode: {mode}", file=out)
     print("=== system prompt", file=out)
     print(redactor.text(system_prompt), file=out)
@@ -98,6 +114,7 @@ def dry_run(cfg, mode=None, out=None):
     print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
     if sizes["over_cap"]:
         print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
+    out.flush()
     return EXIT_OK
 
 
@@ -178,7 +195,7 @@ class Tick:
         self.payload["inbox_present"] = self.inbox.present
         approvals_text, self.approvals_seen = decisions.context_block(cfg)
         system_prompt, message, sizes, self.notes_skipped = assemble(
-            cfg, self.mode, self.inbox.text if self.inbox.present else None, approvals_text)
+            cfg, self.mode, self.inbox.text if self.inbox.present else None, approvals_text=approvals_text)
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
         # An INBOX longer than the context shows is archived only as far as it was shown.
         self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
@@ -307,9 +324,17 @@ class Tick:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
                 # If the tick dies inside this action, the next tick must learn that it may have run.
-                self.write_results(failure=f"stopped while running action {i + 1} of {len(actions)} "
-                                           f"({str(action.get('type'))[:40]}); it may have run")
-                result = run_action(ctx, action)
+                note = (f"stopped while running action {i + 1} of {len(actions)} "
+                        f"({str(action.get('type'))[:40]}); it may have run")
+                self.write_results(failure=note)
+                try:
+                    result = run_action(ctx, action)
+                except BaseException:
+                    # SIGTERM (or Ctrl-C) inside the action: the failure record keeps this line.
+                    self.actions.append({"type": str(action.get("type"))[:40], "ok": False, "status": "stopped",
+                                         "summary": note, **identity(action)})
+                    self.payload["actions"] = self.actions
+                    raise
             self.actions.append(result)
             self.payload["actions"] = self.actions
 
@@ -388,25 +413,10 @@ class Tick:
             summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
-        run, queued, failed, _ = report.action_counts(self.actions)
-        failed += sum(1 for w in self.writes if not w.get("ok"))
         self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
                             outcome=outcome)
-        row = {
-            "ts": iso(), "tick_n": self.n, "mode": self.mode, "wall_s": round(wall, 3),
-            "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
-            "input_tokens_est": self.payload["sizes"].get("total") if self.payload["sizes"] else None,
-            "output_chars": len(llm.content) if llm else None,
-            "actions_count": len(reply["actions"]) if reply else None,
-            "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
-            "parse_ok": (reply is not None) if llm else None,
-            "drift_flag": reply["drift_flag"] if reply else None,
-            "compact_now": reply["compact_now"] if reply else None,
-            "failures": failed, "outcome": outcome,
-            "llm_wall_s": round(llm.wall_s, 3) if llm else None,
-            "prompt_tokens": llm.prompt_tokens if llm else None,
-            "completion_tokens": llm.completion_tokens if llm else None,
-        }
+        row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
+                                 self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
         try:
             append_metrics(cfg.paths.logs / "metrics.csv", row)

@@ -209,6 +209,24 @@ def test_spend_ledger_ignores_other_months(queue):
     assert queue.month_spend() == 10
 
 
+def test_spend_ledger_reads_back_only_to_the_month(queue):
+    import tracemalloc
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    queue.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(queue.ledger_path, "wb") as f:
+        f.seek(64 * 1024 * 1024)  # 64 MB of older history (sparse), never to be read again
+        f.write(b'\n{"month":"2001-01","amount_pence":9999,"reason":"old","tick":1}\n')
+        f.write(f'{{"month":"{month}","amount_pence":120,"reason":"a","tick":2}}\n'.encode())
+    assert queue.record_spend(80, "b", 3)[0] is True
+    tracemalloc.start()
+    try:
+        spent = queue.month_spend()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert spent == 200 and peak < 1024 * 1024
+
+
 @pytest.mark.parametrize("amount", [True, -5, 2.5, "10", None])
 def test_spend_ledger_rejects_bad_amounts(queue, amount):
     ok, message = queue.record_spend(amount, "x", 1)
