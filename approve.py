@@ -92,7 +92,9 @@ def show_item(cfg, qid, out):
 
 
 def main(argv=None):
-    parser = Parser("List and decide the actions waiting for your approval.")
+    parser = Parser("List and decide the actions waiting for your approval.",
+                    epilog="exit codes: 0 ok, 1 refused or failed, 2 bad usage, 75 the tick lock stayed busy, "
+                           "78 bad config")
     parser.add_argument("command", nargs="?", default="list", choices=COMMANDS, help="default: list")
     parser.add_argument("qid", nargs="?", help="the item id, like q7")
     parser.add_argument("--all", action="store_true", help="list: decided items too")
