@@ -140,8 +140,10 @@ def _refusal(cfg, qid, decision, again, expect_sha8):
         missing, row = index.missing, index.item(qid)
     if missing:
         name, lines = next(iter(missing.items()))
+        fresh = ("reopens every decided item" if name == DECISIONS_FILE else "starts a new queue")
         return (f"pending/{name} is missing or not a regular file (the index had read {lines} lines from "
-                "it): restore it from a backup; nothing decided. (An empty file starts afresh and reopens every decided item.)"), row, None
+                f"it): restore it from a backup; nothing decided. (An empty file, made on purpose, {fresh}.)"), \
+            row, None
     if row is None:
         return f"{qid}: no such item in pending/{QUEUE_FILE}", None, None
     state = row["state"]
