@@ -426,9 +426,15 @@ def test_failed_tick_shows_the_decisions_again(root, capsys):
     assert "- q1 shell · rejected: later" in _block(root.payload(2)["user_message"])
 
 
-def test_approvals_block_shrinks_after_the_journal(root):
-    from mako.context import SHRINK_ORDER
+def test_approvals_block_shrinks_after_the_journal():
+    from mako.context import SHRINK_ORDER, Block, build
     assert SHRINK_ORDER.index("JOURNAL") < SHRINK_ORDER.index("APPROVALS") < SHRINK_ORDER.index("LAST_RESULTS")
+    blocks = [Block("MISSION", "MISSION", "m"), Block("JOURNAL", "JOURNAL", "j\n" * 2000, keep="tail"),
+              Block("LAST_RESULTS", "LAST_RESULTS", "r" * 100), Block("APPROVALS", "APPROVALS", "a" * 2000)]
+    message, sizes = build("", blocks, 1200)  # 4,800 chars: the journal must give way, the approvals need not
+    assert "a" * 2000 in message and sizes["truncated"].keys() == {"JOURNAL"}
+    message, sizes = build("", blocks, 400)  # 1,600 chars: the journal is spent, then the approvals shrink
+    assert sizes["truncated"]["APPROVALS"] > 0 and "r" * 100 in message and len(message) <= 1600
 
 
 def test_dry_run_shows_the_block_and_changes_nothing(root, capsys):
