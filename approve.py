@@ -51,7 +51,9 @@ def list_items(cfg, show_all, out):
         if age not in ages:
             ages[age] = age_text(age) if age is not None else "?"
         line = f"{qid:<7} {ages[age]:>6}  {kind:<12} {summary}  {sha[:8]}"
-        if show_all:
+        if state == "started":
+            line += "  [started, no result: check, then yes --again, or done]"
+        elif show_all:
             line += f"  [{state}{'' if state != 'approved' or ok is None else '(ok)' if ok else '(failed)'}]"
         lines.append(line)
     text = "\n".join(lines)

@@ -323,8 +323,11 @@ class Index:
         return self._rows(f"SELECT {self.COLUMNS} FROM items WHERE state=? ORDER BY n LIMIT ?", (state, limit))
 
     def listing(self, include_decided=False):
-        """(qid, queued_ts, type, summary, sha, state, ok) tuples, oldest first: `approve.py list`, fast."""
-        where = "" if include_decided else "WHERE state='open'"
+        """(qid, queued_ts, type, summary, sha, state, ok) tuples, oldest first: `approve.py list`, fast.
+
+        Without decided items it still has the started ones: a run stopped midway waits for the operator too.
+        """
+        where = "" if include_decided else "WHERE state IN ('open', 'started')"
         return self.db.execute(f"SELECT qid, queued_ts, type, summary, sha, state, ok FROM items {where} "
                                "ORDER BY n").fetchall()
 

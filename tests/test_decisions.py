@@ -203,6 +203,8 @@ def test_approve_started_without_result_needs_again(root, capsys):
                             "at": "2026-01-01T00:00:00+00:00", "note": "", "result": None, "status": "started"}) + "\n")
     code, _, err = run(root, capsys, "yes", "q1")
     assert code == 1 and "started at" in err and "--again" in err and runs(root, "a") == 0
+    code, out, _ = run(root, capsys, "list")  # not open, but waiting for the operator all the same
+    assert out.startswith("q1 ") and out.rstrip().endswith("[started, no result: check, then yes --again, or done]")
     assert run(root, capsys, "yes", "q1", "--again")[0] == 0 and runs(root, "a") == 1
     assert run(root, capsys, "yes", "q1", "--again")[0] == 1 and runs(root, "a") == 1  # ok results stay put
 
