@@ -90,22 +90,31 @@ def main(argv=None):
                  ("list", approve + [str(configs["big"]), "list"], False),
                  ("show", approve + [str(configs["big"]), "show", "q99999"], False))
         times = {key: [] for key, _, _ in cases}
+        cpu = {key: [] for key, _, _ in cases}
         for _ in range(args.runs):
             for key, cmd, gated in cases:
                 ollama.content = typical_reply(gated)
-                times[key].append(timed(cmd, env)[0])
+                wall, used = timed(cmd, env)
+                times[key].append(wall)
+                cpu[key].append(used)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedians of {args.runs} runs (s)                      wall   (range)")
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\nmedians of {args.runs} runs (s)                      wall    cpu   (wall range)")
     for key, label in (("fresh", "tick, fresh root"), ("big", "tick, approvals history root"),
                        ("fresh+gated", "tick + gated action, fresh root"),
                        ("big+gated", "tick + gated action, history root"),
                        ("list", "approve.py list (50,000 open lines)"), ("show", "approve.py show q99999")):
-        print(f"  {label:<42} {med[key]:6.3f}   ({min(times[key]):.3f}-{max(times[key]):.3f})")
-    print("\nfigure                                value  target")
-    for label, value, target in (("history tick / fresh tick", med["big"] / med["fresh"], 1.1),
-                                 ("  with a gated action", med["big+gated"] / med["fresh+gated"], 1.1),
-                                 ("approve.py list (s)", med["list"], 0.5)):
-        print(f"  {label:<34} {value:6.2f}  <= {target}  {'ok' if value <= target else 'MISSED'}")
+        print(f"  {label:<42} {med[key]:6.3f} {med_cpu[key]:6.3f}   "
+              f"({min(times[key]):.3f}-{max(times[key]):.3f})")
+    # CPU time is shown beside wall time: on a shared machine wall time also counts waiting for a core.
+    print("\nfigure                                wall    cpu  target")
+    for label, a, b, target in (("history tick / fresh tick", "big", "fresh", 1.1),
+                                ("  with a gated action", "big+gated", "fresh+gated", 1.1)):
+        value = med[a] / med[b]
+        print(f"  {label:<34} {value:6.2f} {med_cpu[a] / med_cpu[b]:6.2f}  <= {target}  "
+              f"{'ok' if value <= target else 'MISSED'}")
+    print(f"  {'approve.py list (s)':<34} {med['list']:6.2f} {med_cpu['list']:6.2f}  <= 0.5  "
+          f"{'ok' if med['list'] <= 0.5 else 'MISSED'}")
     if tmp_ctx:
         tmp_ctx.cleanup()
     return 0

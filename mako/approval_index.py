@@ -26,23 +26,34 @@ from .fileio import displace
 
 DECISIONS_FILE = "decisions.jsonl"
 INDEX_FILE = "approvals.db"
-VERSION = "1"
+VERSION = "2"
 FINAL = ("approved", "rejected", "done")
 SUMMARY_MAX = 160
 BUSY_TIMEOUT_S = 30.0
 QID_RE = re.compile(r"q([1-9][0-9]{0,17})")
 INVISIBLE = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
 
-SCHEMA = """
-CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);
-CREATE TABLE items(n INTEGER PRIMARY KEY, qid TEXT, off INTEGER, sha TEXT, type TEXT, queued_at TEXT,
-                   queued_ts REAL, tick INTEGER, summary TEXT, state TEXT, ok INTEGER, decided_ts REAL);
-CREATE INDEX items_state ON items(state, n);
-CREATE INDEX items_sha ON items(sha, state);
-CREATE INDEX items_decided ON items(decided_ts);
-CREATE TABLE dlines(off INTEGER PRIMARY KEY, qid TEXT);
-CREATE INDEX dlines_qid ON dlines(qid);
-"""
+SCHEMA = (
+    "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT)",
+    """CREATE TABLE items(n INTEGER PRIMARY KEY, qid TEXT, off INTEGER, sha TEXT, type TEXT, queued_at TEXT,
+                          queued_ts REAL, tick INTEGER, summary TEXT, state TEXT, ok INTEGER, decided_ts REAL)""",
+    "CREATE INDEX items_state ON items(state, n)",
+    "CREATE INDEX items_sha ON items(sha, state)",
+    "CREATE INDEX items_decided ON items(decided_ts)",
+    "CREATE TABLE dlines(off INTEGER PRIMARY KEY, qid TEXT)",
+    "CREATE INDEX dlines_qid ON dlines(qid)",
+    # Items per state, kept by triggers: the open count costs the same whatever the queue's size.
+    "CREATE TABLE counts(state TEXT PRIMARY KEY, n INTEGER)",
+    """CREATE TRIGGER items_counted AFTER INSERT ON items BEGIN
+           INSERT OR IGNORE INTO counts VALUES (NEW.state, 0);
+           UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+       END""",
+    """CREATE TRIGGER items_recounted AFTER UPDATE OF state ON items WHEN OLD.state != NEW.state BEGIN
+           UPDATE counts SET n = n - 1 WHERE state = OLD.state;
+           INSERT OR IGNORE INTO counts VALUES (NEW.state, 0);
+           UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+       END""",
+)
 
 
 def parse_time(text):
@@ -230,11 +241,10 @@ class Index:
             meta = self._meta()  # another process may have caught up while this one waited
             plan = self._plan(meta)
             if plan == "rebuild":
-                for table in ("meta", "items", "dlines"):
+                for table in ("meta", "items", "dlines", "counts"):
                     self.db.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in SCHEMA:
+                    self.db.execute(statement)
                 meta = {"version": VERSION}
                 self.missing = {}
             if plan is not None:
@@ -333,7 +343,8 @@ class Index:
 
     def open_summary(self):
         """(open count, queued_at of the oldest open item)."""
-        count = self.db.execute("SELECT count(*) FROM items WHERE state='open'").fetchone()[0]
+        row = self.db.execute("SELECT n FROM counts WHERE state='open'").fetchone()
+        count = row[0] if row else 0
         oldest = self.db.execute("SELECT queued_at FROM items WHERE state='open' ORDER BY n LIMIT 1").fetchone()
         return count, (oldest[0] if oldest else None)
 

@@ -80,6 +80,7 @@ def test_approve_yes_killed_at_random_moments(root):
         last[d["id"]] = d
     open_ids = [r["id"] for r in decisions.open_items(cfg)]
     assert open_ids == [qid for qid in ids if qid not in last]
+    assert decisions.open_summary(cfg)[0] == len(open_ids)
 
     # The next tick's context tells the truth about every item.
     root.ollama.reply_content(reply())
