@@ -46,7 +46,7 @@ def list_items(cfg, show_all, out):
         return
     ages = {}
     lines = []
-    for qid, queued_ts, kind, summary, sha, state, ok in rows:
+    for qid, queued_ts, kind, summary, sha, state, ok, _ in rows:
         age = int(now - queued_ts) if queued_ts else None
         if age not in ages:
             ages[age] = age_text(age) if age is not None else "?"
