@@ -148,7 +148,8 @@ REFUSED_PATHS = [
     "/etc/passwd", "../outside.txt", "state/../../outside.txt", "config.yaml", "tick.py", "mako/worker.py",
     "prompts/system.md", "state/MISSION.md", "state/CAPABILITIES.md", "state/INBOX.md",
     "state/tick_counter.txt", "state/next_notes.json", "state/compact_pending.flag", "state/JOURNAL.md",
-    "pending/pending_actions.jsonl", "archive/inbox-20260101-000000.md", "state/.mako/tick.lock",
+    "pending/pending_actions.jsonl", "pending/decisions.jsonl", "archive/inbox-20260101-000000.md",
+    "state/.mako/tick.lock", "state/.mako/approvals.db",
     "seed/MISSION.md", "logs/metrics.csv", "README.md",
 ]
 
