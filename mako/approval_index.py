@@ -79,7 +79,7 @@ def visible(text):
 
 
 def key_summary(kind, action):
-    """The action's key fields on one line (`to: a@b.c · subject: Hi`), as posts and lists show them."""
+    """The action's key fields on one line (`to: a@b.c · subject: Hi`), as `approve.py list` shows them."""
     if not isinstance(action, dict):
         return ""
     fields = KEY_FIELDS.get(kind)
