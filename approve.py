@@ -20,13 +20,14 @@ import sqlite3
 import sys
 import time
 
-from mako.approval_index import Index, visible
+from mako.approval_index import Index
 from mako.approvals import action_sha256
 from mako.cli import Parser, load_or_exit
 from mako.decisions import age_text, decide, find, parse_id
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
 from mako.redact import MARK, Redactor
+from mako.text import terminal_safe
 
 COMMANDS = ("list", "show", "yes", "no", "done")
 DECISION = {"yes": "approved", "no": "rejected", "done": "done"}
@@ -73,9 +74,9 @@ def show_item(cfg, qid, out):
     now = action_sha256(record["action"]) if isinstance(record.get("action"), dict) else "(no action object)"
     check = "matches the record" if now == stored else f"CHANGED: the record now hashes to {now[:8]}"
     head = f"{qid} · {record.get('type')} · queued {record.get('queued_at')} by tick #{record.get('tick')}"
-    print(visible(head), file=out)
-    print(visible(f"sha256 {stored[:8]} ({check})"), file=out)
-    print(visible(redactor.text(json.dumps(record, ensure_ascii=False, indent=2))), file=out)
+    print(terminal_safe(head), file=out)
+    print(terminal_safe(f"sha256 {stored[:8]} ({check})"), file=out)
+    print(terminal_safe(redactor.text(json.dumps(record, ensure_ascii=False, indent=2))), file=out)
     if not decisions:
         print(f"decision: none yet (open) — approve.py yes|no|done {qid}", file=out)
     for d in decisions:
@@ -86,10 +87,10 @@ def show_item(cfg, qid, out):
             what = f"{'ok' if result.get('ok') else 'failed'}: {result.get('summary')}"
         else:
             what = d.get("note") or ""
-        print(visible(redactor.text(f"decision: {d.get('at')} {d.get('decision')} by {d.get('by')} · {what}")),
-              file=out)
+        line = f"decision: {d.get('at')} {d.get('decision')} by {d.get('by')} · {what}"
+        print(terminal_safe(redactor.text(line)), file=out)
         if isinstance(result, dict) and result.get("output"):
-            print(visible(redactor.text("  " + str(result["output"]).replace("\n", "\n  "))), file=out)
+            print(terminal_safe(redactor.text("  " + str(result["output"]).replace("\n", "\n  "))), file=out)
     return EXIT_OK
 
 

@@ -12,18 +12,21 @@ import logging
 import re
 import shlex
 import time
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from .approvals import GATED_TYPES, is_gated, spend_problem
 from .children import child_env, run_process
 from .denylist import denylist_match
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
-from .gitpolicy import git_env, git_refusal
+from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
+from .net import EncodingRefused, read_body, within
 from .redact import clip
 from .report import truncate
 from .telegram import resolve_thread
@@ -237,47 +240,30 @@ def do_http_get(ctx, action):
                              f"{len(text)} chars{' (truncated)' if cut else ''}")}
 
 
-def _chunks(resp, size):
-    """The body as it arrives: a server dripping bytes must not hold a full-size read past the deadline."""
-    read1 = getattr(resp.raw, "read1", None)
-    if read1 is None:  # urllib3 1.x
-        yield from resp.iter_content(chunk_size=size)
-        return
-    try:
-        while True:
-            chunk = read1(size, decode_content=True)
-            if not chunk:
-                return
-            yield chunk
-    except Exception as e:  # urllib3's own errors, as requests would have wrapped them
-        raise requests.ConnectionError(e) from None
-
-
 def bounded_request(ctx, method, url, **kwargs):
     """One HTTP request within `http_timeout_s` (and the run's deadline), reading at most
     `http_response_max_bytes` of the body: (status, final URL, content type, scrubbed text, truncated?)."""
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
     limit = ctx.cfg.tick.http_response_max_bytes
-    give_up = time.monotonic() + timeout
-    headers = {"User-Agent": "mako-zero", **kwargs.pop("headers", {})}
+
+    def fetch():
+        # identity: the body is decoded here, bounded, whatever urllib3 would do with a gzip bomb.
+        headers = {"User-Agent": "mako-zero", "Accept-Encoding": "identity", **kwargs.pop("headers", {})}
+        with requests.request(method, url, stream=True, timeout=(min(10.0, timeout), timeout), headers=headers,
+                              **kwargs) as resp:
+            body, complete = read_body(resp, limit, time.monotonic() + timeout)
+            return resp.status_code, resp.url, resp.headers.get("Content-Type", ""), body, complete
+
     try:
-        with requests.request(method, url, stream=True, timeout=(min(10.0, timeout), timeout),
-                              headers=headers, **kwargs) as resp:
-            body, truncated = bytearray(), False
-            for chunk in _chunks(resp, min(limit + 1, 65536)):
-                body += chunk
-                if len(body) > limit:
-                    truncated = True
-                    break
-                if time.monotonic() > give_up:
-                    raise ActionFailed(f"body not complete within {timeout:.0f}s", url=url,
-                                       http_status=resp.status_code)
-            content_type = resp.headers.get("Content-Type", "")
-            text, cut = clip(ctx.redactor, bytes(body[:limit]), limit, None if truncated else len(body),
-                             _charset(content_type))
-            status, final_url = resp.status_code, resp.url
-    except requests.RequestException as e:
+        # Wall time, not a read timeout: a server sending a byte every second would reset that for ever.
+        status, final_url, content_type, body, complete = within(timeout, fetch)
+    except TimeoutError:
+        raise ActionFailed(f"no complete answer within {timeout:.0f}s", url=url) from None
+    except (EncodingRefused, zlib.error) as e:
+        raise ActionFailed(f"body refused: {e}", url=url) from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         raise ActionFailed(f"{e.__class__.__name__}: {e}", url=url) from None
+    text, cut = clip(ctx.redactor, body[:limit], limit, len(body) if complete else None, _charset(content_type))
     return status, final_url, content_type, text, cut
 
 
@@ -335,8 +321,12 @@ def do_git(ctx, action):
     problem = git_refusal(args, workdir)
     if problem:
         raise ActionFailed(problem, "refused", cmd=cmd)
+    env = git_env(workdir)
+    problem = repo_refusal(args, workdir, env)
+    if problem:
+        raise ActionFailed(problem, "refused", cmd=cmd)
     timeout = _time_left(ctx, ctx.cfg.tick.shell_timeout_s)
-    run = run_process(["git", *args], workdir, git_env(), timeout, ctx.cfg.tick.shell_output_max_bytes,
+    run = run_process(git_argv(args), workdir, env, timeout, ctx.cfg.tick.shell_output_max_bytes,
                       ctx.redactor)
     ok = run["exit_code"] == 0 and not run["timed_out"]
     return {"type": "git", "ok": ok, "status": "ok" if ok else "error", "cmd": cmd,

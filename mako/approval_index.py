@@ -17,7 +17,6 @@ import re
 import sqlite3
 import stat
 import time
-import unicodedata
 from contextlib import closing
 from datetime import datetime, timezone
 
@@ -26,12 +25,10 @@ from .fileio import displace
 
 DECISIONS_FILE = "decisions.jsonl"
 INDEX_FILE = "approvals.db"
-VERSION = "2"
+VERSION = "3"
 FINAL = ("approved", "rejected", "done")
-SUMMARY_MAX = 160
 BUSY_TIMEOUT_S = 30.0
 QID_RE = re.compile(r"q([1-9][0-9]{0,17})")
-INVISIBLE = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
 
 SCHEMA = (
     "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT)",
@@ -69,23 +66,15 @@ def parse_time(text):
     return value.timestamp()
 
 
-def visible(text):
-    """`text` with control, format (bidi, zero-width) and separator characters shown as `\\uXXXX`: what
-    the model wrote must not move a terminal's cursor or reorder what the operator reads."""
-    if text.isprintable():  # the usual case, at C speed
-        return text
-    return "".join(f"\\u{ord(c):04x}" if c not in "\n\t" and unicodedata.category(c) in INVISIBLE else c
-                   for c in text)
-
-
-def key_summary(kind, action):
-    """The action's key fields on one line (`to: a@b.c · subject: Hi`), as `approve.py list` shows them."""
+def key_summary(kind, action, see):
+    """The action's key fields on one line (`to: a@b.c · subject: Hi`), as `approve.py list` shows them:
+    nothing hidden (`cut` shows every invisible character), a long one cut with where to read it whole."""
     if not isinstance(action, dict):
         return ""
     fields = KEY_FIELDS.get(kind)
     if fields is None:
         fields = next(((f,) for f in FALLBACK_FIELDS if f in action), ())
-    return visible(" · ".join(f"{name}: {cut(action[name], 80)}" for name in fields if name in action))
+    return " · ".join(f"{name}: {cut(action[name], 80, see)}" for name in fields if name in action)
 
 
 def qnum(qid):
@@ -282,8 +271,9 @@ class Index:
             queued_at = e.get("queued_at") if isinstance(e.get("queued_at"), str) else ""
             tick = e.get("tick") if isinstance(e.get("tick"), int) and not isinstance(e.get("tick"), bool) else None
             sha = e.get("sha256") if isinstance(e.get("sha256"), str) else ""
-            rows.append((n, f"q{n}", off, sha, visible(cut(kind, 40)), queued_at, parse_time(queued_at), tick,
-                         cut(key_summary(kind, e.get("action")), SUMMARY_MAX)))
+            see = f"approve.py show q{n}"
+            rows.append((n, f"q{n}", off, sha, cut(kind, 40, see), queued_at, parse_time(queued_at), tick,
+                         key_summary(kind, e.get("action"), see)))
         self._advance(meta, "queue", self.queue_path, add)
         # The first line with an id is the record; a later copy (a hand edit) never replaces it.
         self.db.executemany("INSERT OR IGNORE INTO items (n, qid, off, sha, type, queued_at, queued_ts, tick, "

@@ -6,6 +6,8 @@ import sys
 
 from .config import load_config
 from .errors import EXIT_OK, ConfigError
+from .logs import redact_logs
+from .redact import Redactor
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,6 +31,7 @@ def load_or_exit(path, prog):
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr, flush=True)
         return None
+    redact_logs(Redactor(cfg.secrets()))
     if os.environ.get(WARNED_ENV) != "1":
         for warning in cfg.warnings:
             print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileio import read_head, tail_lines
+from .fileio import open_regular, read_head, tail_lines
+from .text import neutralise
 
 CHARS_PER_TOKEN = 4
 MARK = "…[truncated {n} chars]"
@@ -131,7 +132,7 @@ def journal_tail_text(path, lines=None, max_chars=None):
     if lines is not None:
         return "\n".join(tail_lines(path, lines))
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             start = max(0, size - max_chars * 4)
@@ -231,21 +232,23 @@ def gather(cfg, inbox_text, compaction=False, seeds=None, approvals_text=""):
     blocks = [Block("MISSION", "MISSION", state_text(p.state / "MISSION.md"))]
     if inbox_text is not None and inbox_text.strip():
         blocks.append(Block("INBOX", INBOX_LABEL, inbox_text[:cap_chars]))
+    # Everything below but CAPABILITIES holds text the model wrote (or output it caused): neutralised, so
+    # no line of it can pass for a block heading such as the operator's INBOX.
     blocks += [
         Block("CAPABILITIES", "CAPABILITIES", state_text(p.state / "CAPABILITIES.md")),
-        Block("STATE", "STATE", state_text(p.state / "STATE.md")),
-        Block("NEXT", "NEXT", state_text(p.state / "NEXT.md")),
-        Block("JOURNAL", journal_label, journal, keep="tail"),
-        Block("NOTES_INDEX", "notes/INDEX.md", state_text(p.notes / "INDEX.md")),
+        Block("STATE", "STATE", neutralise(state_text(p.state / "STATE.md"))),
+        Block("NEXT", "NEXT", neutralise(state_text(p.state / "NEXT.md"))),
+        Block("JOURNAL", journal_label, neutralise(journal), keep="tail"),
+        Block("NOTES_INDEX", "notes/INDEX.md", neutralise(state_text(p.notes / "INDEX.md"))),
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
-              drafts_list(p.state / "outbox" / "blog" / "drafts")),
-        Block("LAST_RESULTS", "LAST_RESULTS", state_text(p.state / "LAST_RESULTS.md")),
+              neutralise(drafts_list(p.state / "outbox" / "blog" / "drafts"))),
+        Block("LAST_RESULTS", "LAST_RESULTS", neutralise(state_text(p.state / "LAST_RESULTS.md"))),
     ]
     if approvals_text:
         blocks.append(Block("APPROVALS", "APPROVALS — what the operator decided, and what still waits",
-                            approvals_text[:cap_chars]))
-    blocks.append(Block("PERSONA", "PERSONA", state_text(p.state / "PERSONA.md")))
+                            neutralise(approvals_text[:cap_chars])))
+    blocks.append(Block("PERSONA", "PERSONA", neutralise(state_text(p.state / "PERSONA.md"))))
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
-        blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))
+        blocks.append(Block(f"note:{name}", neutralise(f"{name} (requested last tick)"), neutralise(text)))
     return blocks, [name for name, _ in loaded], skipped

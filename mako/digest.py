@@ -19,6 +19,7 @@ from .redact import Redactor
 from .schedule import record_digest_sent
 from .stats import count_if, is_true, numbers, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
+from .text import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ def render(fig):
     out.append(f"Approvals: {fig['pending']:,} open{oldest} · {fig['decided']:,} decided in the last {window}")
     out += ["", f"Focus: {fig['focus'] or '(STATE.md has none)'}"]
     out += ["", "Journal (latest):"] + (fig["journal"] or ["(empty)"])
-    return "\n".join(out)
+    # Model text (drift flags, STATE, the journal) printed or posted as it is shown: no control sequences.
+    return terminal_safe("\n".join(out))
 
 
 def build_digest(cfg, now=None):

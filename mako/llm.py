@@ -11,6 +11,7 @@ Wire formats and quirks: protocols.md §1 (Ollama), §2 and §2.5 (OpenAI-compat
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -21,6 +22,7 @@ import urllib3
 from . import __version__
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
+from .net import EncodingRefused, read_body, within
 
 log = logging.getLogger("mako.llm")
 
@@ -35,7 +37,6 @@ TIMEOUTS_FOR_COOLDOWN = 2
 MAX_COOLDOWN_S = 7 * 24 * 3600
 RECORD_BODY_MAX = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-CHUNK = 64 * 1024
 COOLDOWN_FILE = "cooldowns.json"
 SESSION_FILE = "opencode-session"
 
@@ -166,41 +167,37 @@ def build_request(provider, system, user, session_id=None):
     return f"{provider.base_url}/chat/completions", headers, body
 
 
-def _read_body(resp, budget_s):
-    """The whole body, given up on once `budget_s` has passed: a read timeout alone restarts with every
-    byte, so a server that drips would otherwise hold the run past its deadline."""
-    end = time.monotonic() + budget_s
-    raw = resp.raw
-    read = getattr(raw, "read1", None) or raw.read
-    data = bytearray()
-    while True:
-        chunk = read(CHUNK, decode_content=True)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise ProviderError("bad_json", f"reply larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
-        if time.monotonic() > end:
-            raise ProviderError("timeout", f"reply still arriving after {budget_s:.1f}s")
-
-
 def _post(session, url, headers, body, read_timeout):
-    """(status, body bytes, response headers); transport failures become ProviderError."""
+    """(status, body bytes, response headers); transport failures become ProviderError.
+
+    The whole exchange is bounded by `read_timeout` of wall time: a provider dripping its headers or its
+    body must not keep the fallback from its turn.
+    """
     connect = min(CONNECT_TIMEOUT_S, read_timeout)
-    try:
+
+    def exchange():
         resp = session.post(url, data=json.dumps(body).encode("utf-8"), headers=headers,
                             timeout=(connect, read_timeout), stream=True, allow_redirects=False)
         try:
-            data = _read_body(resp, read_timeout)
+            data, complete = read_body(resp, MAX_BODY_BYTES)
         finally:
             resp.close()
+        if not complete:
+            raise ProviderError("bad_json", f"reply larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        return resp.status_code, data, resp.headers
+
+    try:
+        return within(read_timeout, exchange)
+    except TimeoutError:
+        raise ProviderError("timeout", f"no complete reply within {read_timeout:.1f}s") from None
     except requests.Timeout as e:
         raise ProviderError("timeout", f"{type(e).__name__}: {e}") from None
     except urllib3.exceptions.ReadTimeoutError as e:
         raise ProviderError("timeout", f"ReadTimeout: {e}") from None
+    except (EncodingRefused, zlib.error) as e:
+        raise ProviderError("bad_json", f"reply body refused: {e}") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
         raise ProviderError("connection", f"{type(e).__name__}: {e}") from None
-    return resp.status_code, data, resp.headers
 
 
 def _json(text):
@@ -255,7 +252,7 @@ def retry_after_s(headers, now):
 
 def _ndjson(text):
     """A streamed Ollama reply folded into one object, for servers that ignore stream:false."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.split("\n") if line.strip()]  # a string may hold U+2028 or U+0085
     if len(lines) < 2:
         return None
     content, thinking, last = [], [], None

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .fileio import append, atomic_write, displace, ensure_dir, read_head, tail_lines
+from .redact import Redactor
+from .text import terminal_safe, visible
 
 METRICS_COLUMNS = [
     "ts", "tick_n", "mode", "wall_s", "provider_used", "model_used", "input_tokens_est", "output_chars",
@@ -40,12 +42,45 @@ def iso(dt=None):
     return (dt or utc_now()).astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+class RedactingFilter(logging.Filter):
+    """Scrubs every record a handler emits, from any logger (urllib3 puts whole `bot<token>` URLs in its
+    warnings), message, arguments and traceback alike. Shape-based scrubbing (bot tokens, bearer values)
+    applies from the start; configured secrets once `redact_logs` has been given them."""
+
+    redactor = Redactor()
+
+    def filter(self, record):
+        redactor = RedactingFilter.redactor
+        # One event, one line, nothing that drives a terminal: messages quote model text and web pages.
+        record.msg = visible(redactor.text(record.getMessage()), keep="\t")
+        record.args = None
+        if record.exc_info:
+            record.exc_text = terminal_safe(redactor.text(logging.Formatter().formatException(record.exc_info)))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = terminal_safe(redactor.text(record.stack_info))
+        return True
+
+
+def _guard_handlers():
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def redact_logs(redactor):
+    """From now on, every log line from any logger passes `redactor` (the configured secrets)."""
+    RedactingFilter.redactor = redactor
+    _guard_handlers()
+
+
 def setup_logging(verbose=False):
-    """stderr, one line per event, no timestamp (journald adds one)."""
+    """stderr, one line per event, no timestamp (journald adds one), every line scrubbed."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(name)s: %(message)s", force=True)
     # urllib3 logs whole URLs at DEBUG, which carry the Telegram token.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    _guard_handlers()
 
 
 def _cell(value):
@@ -55,7 +90,9 @@ def _cell(value):
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else ""
-    return str(value)
+    # One row is one line for every reader (a tail split at "\n", a terminal, a spreadsheet): a line break
+    # or control character inside a cell is written as its escape.
+    return visible(value)
 
 
 def _field(text):

@@ -5,6 +5,8 @@ Pure functions of the tick's results; the worker writes and sends what they retu
 
 from datetime import datetime
 
+from .text import fold_lines, visible
+
 LAST_RESULTS_MAX_BYTES = 16 * 1024
 FIELD_MAX_CHARS = 1500
 JOURNAL_LINE_MAX_CHARS = 4000
@@ -30,7 +32,7 @@ def icon(result):
 
 
 def _one_line(text, limit=300):
-    return truncate(" ".join(str(text).split()), limit)
+    return truncate(visible(" ".join(str(text).split())), limit)
 
 
 def _describe(result):
@@ -56,8 +58,9 @@ def _describe(result):
         facts.append(f"error: {_one_line(result['error'], 600)}")
     for key in ("stdout", "stderr", "body", "content"):
         if result.get(key):
-            text = truncate(str(result[key]), FIELD_MAX_CHARS).rstrip("\n")
-            facts.append(f"{key}:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+            # Only "\n" breaks a line here: any other break or control character is shown as its escape.
+            text = visible(truncate(str(result[key]), FIELD_MAX_CHARS).rstrip("\n"), keep="\n\t")
+            facts.append(f"{key}:\n" + "\n".join("    " + ln for ln in text.split("\n")))
     lines += ["   " + f for f in facts]
     return "\n".join(lines)
 
@@ -84,9 +87,8 @@ def last_results(tick_n, mode, when, provider, model, writes, actions, notes_ski
 
 
 def journal_line(tick_n, when, work_done):
-    text = " / ".join(line.strip() for line in work_done.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-                      if line.strip())
-    return f"#{tick_n} {when} — {truncate(text, JOURNAL_LINE_MAX_CHARS)}\n"
+    """One journal line, whatever breaks work_done holds: a journal record is one line for every reader."""
+    return f"#{tick_n} {when} — {truncate(fold_lines(work_done), JOURNAL_LINE_MAX_CHARS)}\n"
 
 
 def action_counts(results):

@@ -24,14 +24,15 @@ import traceback
 from pathlib import Path
 
 from .children import STOPPED
-from .fileio import atomic_write
+from .errors import EXIT_BUSY
+from .fileio import atomic_write, open_regular
 
 SCHEDULE_FILE = "schedule.json"
 # Written by digest.py itself the moment Telegram accepted a digest (§4), read by the supervisor: a digest
 # killed after delivery, or sent by hand, is never sent again the same local date.
 DIGEST_SENT_FILE = "digest_sent"
 ROLES = ("tick", "scribe", "digest")
-EXIT_BUSY = 75
+SCHEDULE_MAX_BYTES = 64 * 1024
 BACKOFF_MAX_EXTRA_S = 3600
 BACKOFF_MAX_DOUBLINGS = 4
 DIGEST_RETRY_S = 600
@@ -134,8 +135,8 @@ class ScheduleState:
     def load(self):
         """Read the file; a missing, unreadable or malformed one (or field) falls back to a fresh start."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            with open_regular(self.path) as f:
+                data = json.loads(f.read(SCHEDULE_MAX_BYTES).decode("utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 
-from .fileio import lines_from_end, read_head
+from .fileio import lines_from_end, open_regular, read_head
 from .logs import METRICS_COLUMNS
+from .text import terminal_safe
 
 BAR = "█"
 _fromiso = datetime.fromisoformat
@@ -160,7 +161,7 @@ def _fast_rows(text):
 
 def read_table(path):
     """Read metrics.csv at `path` into a Table. Raises FileNotFoundError when there is no file."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO there must not hang the report
         raw = f.read()
     return parse_table(raw)
 
@@ -453,4 +454,5 @@ def report(table, source, tick_interval_s, reason=None, extra=()):
                    + (f"  {_cut(why, 160)}" if why.strip() else ""))
     if not failed:
         out.append("  none")
-    return "\n".join(out) + "\n"
+    # Cells hold model text (a drift flag, a model name): no escape sequence reaches the terminal.
+    return terminal_safe("\n".join(out)) + "\n"

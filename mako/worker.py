@@ -21,10 +21,10 @@ from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
                      ResponseError)
-from .fileio import FileLock, append, atomic_write, displace, read_text
+from .fileio import FileLock, append, atomic_write, displace, open_regular
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
+from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
@@ -34,6 +34,8 @@ log = logging.getLogger("tick")
 MAX_WRITE_BYTES = 1024 * 1024
 MAX_FILES = 200
 COMPACT_FAIL_LIMIT = 3
+# What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
+TERMINATED_POST_S = 3.0
 
 
 class Terminated(BaseException):
@@ -44,7 +46,8 @@ class Terminated(BaseException):
 
 
 def read_prompt(cfg, name):
-    return (cfg.paths.prompts / name).read_text(encoding="utf-8")
+    with open_regular(cfg.paths.prompts / name) as f:  # never blocks on a FIFO planted there
+        return f.read().decode("utf-8")
 
 
 def choose_mode(cfg, requested):
@@ -61,10 +64,7 @@ def choose_mode(cfg, requested):
 
 
 def _read_int(path):
-    try:
-        return int(read_text(path, "0").strip() or 0)
-    except ValueError:
-        return 0
+    return counter.read_number(path) or 0
 
 
 def assemble(cfg, mode, inbox_text, seeds=None, approvals_text=""):
@@ -144,6 +144,9 @@ class Tick:
                         "telegram_posts": self.telegram.records, "errors": self.errors}
         self.set_compact_flag = False
         self.recording = False
+        self.moved_unposted = []
+        self.in_action = None
+        self.journal_archived = None
 
     def _on_sigterm(self, signum, frame):
         # Stop the work, but never the recording of it: the supervisor's grace period covers that.
@@ -155,17 +158,25 @@ class Tick:
 
     def run(self):
         cfg = self.cfg
-        ensure_layout(cfg)
-        lock = FileLock(cfg.paths.private / "tick.lock")
-        if not lock.acquire():
+        try:
+            self.note_moved(ensure_layout(cfg), logged=True)
+            lock = FileLock(cfg.paths.private / "tick.lock")
+            acquired = lock.acquire()
+        except Exception as e:  # noqa: BLE001 — before the lock, still a row, a post and rc 1
+            return self.fail_early(e, "preparing the layout")
+        if not acquired:
             print("tick: another tick (or an approval running its action) holds state/.mako/tick.lock; "
                   "not starting", file=sys.stderr)
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
-            self.n = counter.next_tick(cfg.paths)
+            try:
+                remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
+                self.n = counter.next_tick(cfg.paths)
+            except Exception as e:  # noqa: BLE001
+                return self.fail_early(e, "taking the tick number")
             self.payload["tick_n"] = self.n
+            self.post_moved()
             try:
                 self.transaction()
                 outcome, rc = "ok", EXIT_OK
@@ -180,6 +191,48 @@ class Tick:
         finally:
             signal.signal(signal.SIGTERM, old_handler)
             lock.release()
+
+    def fail_early(self, error, step):
+        """A failure before the tick could number or record itself: a stderr line, a FAIL post, a metrics
+        row where the logs folder allows one, and rc 1 — never a silent stop."""
+        cfg = self.cfg
+        text = self.redactor.text(f"{type(error).__name__}: {error}")
+        print(f"tick: failed before it could record itself ({step}): {text}", file=sys.stderr, flush=True)
+        self.telegram.send(report.failure_summary(self.n if self.n is not None else "?",
+                                                  RuntimeError(f"while {step}: {text}")), "log")
+        row = {"ts": iso(), "tick_n": self.n, "mode": self.requested_mode or "normal",
+               "wall_s": round(self.clock() - self.started, 3), "outcome": "fail"}
+        try:
+            append_metrics(cfg.paths.logs / "metrics.csv", row)
+        except Exception as e:  # noqa: BLE001 — the stderr line above is then the only record
+            print(f"tick: no metrics row either: {self.redactor.text(e)}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
+
+    def note_moved(self, moved, logged=False):
+        """Record what the layout check moved aside (a folder, FIFO or link where a wrapper path was)."""
+        for line in moved:
+            if not logged:
+                log.warning("%s", line)
+            self.errors.append(line)
+            self.moved_unposted.append(line)
+        if self.n is not None:
+            self.post_moved()
+
+    def post_moved(self):
+        if self.moved_unposted:
+            self.telegram.send(f"🦫 #{self.n} ⚠️ " + "\n".join(self.moved_unposted), "log")
+            self.moved_unposted = []
+
+    def repair_layout(self):
+        """Check the wrapper's paths again before writing the records: an action may have planted something."""
+        try:
+            moved = check_layout(self.cfg)
+            self.note_moved(moved)
+            visible = self.cfg.paths.state / "tick_counter.txt"
+            if moved and self.n is not None and not os.path.lexists(visible):
+                atomic_write(visible, f"{self.n}\n", mode=0o644)  # the operator's view of the counter
+        except OSError as e:
+            self.errors.append(self.redactor.text(f"layout check failed: {e}"))
 
     def transaction(self):
         cfg = self.cfg
@@ -223,6 +276,7 @@ class Tick:
         # Validated: from here on, side effects.
         self.apply_files()
         self.run_actions()
+        self.repair_layout()
         self.write_results()
         self.write_own(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
                        append_only=True)
@@ -269,7 +323,7 @@ class Tick:
         """Write one of the wrapper's own state files, first moving aside a symlink or folder planted there."""
         aside = displace(path)
         if aside:
-            self.errors.append(f"{path.name} was not a regular file; moved aside to {aside.name}")
+            self.note_moved([f"{path.name} was not a regular file; moved aside to {aside.name}"])
         if append_only:
             append(path, text)
         else:
@@ -283,7 +337,10 @@ class Tick:
             # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
             if self.mode == "compact" and policy.check_write(path) == Path(
                     os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
-                result["journal_archived_to"] = self.archive_journal()
+                # Once per tick: the first write saw the whole journal; later ones replace a rewrite.
+                if self.journal_archived is None:
+                    self.journal_archived = self.archive_journal() or ""
+                result["journal_archived_to"] = self.journal_archived or None
             result["bytes"] = policy.write(path, content, mode)
             result.update(ok=True, status="ok")
         except PathRefused as e:
@@ -323,18 +380,14 @@ class Tick:
             elif self.clock() > self.deadline - 2:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
+                if i:
+                    self.repair_layout()  # the action before may have planted a link the queue would follow
                 # If the tick dies inside this action, the next tick must learn that it may have run.
-                note = (f"stopped while running action {i + 1} of {len(actions)} "
-                        f"({str(action.get('type'))[:40]}); it may have run")
-                self.write_results(failure=note)
-                try:
-                    result = run_action(ctx, action)
-                except BaseException:
-                    # SIGTERM (or Ctrl-C) inside the action: the failure record keeps this line.
-                    self.actions.append({"type": str(action.get("type"))[:40], "ok": False, "status": "stopped",
-                                         "summary": note, **identity(action)})
-                    self.payload["actions"] = self.actions
-                    raise
+                self.in_action = (action, f"stopped while running action {i + 1} of {len(actions)} "
+                                          f"({str(action.get('type'))[:40]}); it may have run")
+                self.write_results(failure=self.in_action[1])
+                result = run_action(ctx, action)
+                self.in_action = None
             self.actions.append(result)
             self.payload["actions"] = self.actions
 
@@ -352,9 +405,10 @@ class Tick:
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
         every = cfg.tick.compact_every_n_ticks
         if self.mode == "compact":
-            atomic_write(cfg.paths.private / "compact_failures", "0\n")
+            # The flag goes first: a reset give-up count before a failing unlink would retry for ever.
             if not self.set_compact_flag:
                 flag.unlink(missing_ok=True)
+            atomic_write(cfg.paths.private / "compact_failures", "0\n")
             return
         reasons = []
         if self.set_compact_flag:
@@ -386,6 +440,18 @@ class Tick:
         if isinstance(error, ResponseError) and not str(error).startswith("PARSE_ERROR"):
             message = f"PARSE_ERROR: {error}"
         self.errors.append(self.redactor.text(message))
+        if isinstance(error, Terminated):
+            # Stopped at the supervisor's timeout: the deadline is past, but the grace period still
+            # leaves time for the FAIL post.
+            self.telegram.deadline = self.clock() + TERMINATED_POST_S
+        if self.in_action is not None:
+            action, note = self.in_action
+            self.actions.append({"type": str(action.get("type"))[:40] if isinstance(action, dict) else "?",
+                                 "ok": False, "status": "stopped", **identity(action), "summary": note,
+                                 "error": type(error).__name__})
+            self.payload["actions"] = self.actions
+            message = f"{message} — {note}"
+        self.repair_layout()
         try:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             write_error_log(cfg.paths.logs, self.n, f"tick {self.n} ({self.mode}) failed at {iso()}\n{trace}",
@@ -400,11 +466,14 @@ class Tick:
             self.errors.append(self.redactor.text(f"while recording the failure: {e!r}"))
         text = report.failure_summary(self.n, error if not isinstance(error, ResponseError) else
                                       ResponseError(message))
+        if self.in_action is not None:
+            text += f"\n⚠️ {self.in_action[1]}"
         self.telegram.send(text, "log")
         log.error("tick %s failed: %s", self.n, self.redactor.text(message))
         return outcome
 
     def finish(self, outcome):
+        self.repair_layout()
         cfg, llm, reply = self.cfg, self.llm, self.reply
         ended = self.clock()
         wall = ended - self.started

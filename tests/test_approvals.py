@@ -155,7 +155,7 @@ def test_queue_ping_names_id_type_and_key_fields(queue, action, expected):
 def test_queue_ping_cuts_long_fields(queue):
     queue.enqueue({"type": "email_send", "to": "a@b.c", "subject": "s" * 5000}, 1)
     subject = queue.telegram.sent[0][0].splitlines()[2]
-    assert subject == "subject: " + "s" * 200 + "…"
+    assert subject == "subject: " + "s" * 200 + "…[4800 more chars; see: approve.py show q1]"
 
 
 @pytest.mark.parametrize("threads,expected", [

@@ -534,7 +534,7 @@ def test_approve_list_and_show_never_print_control_or_bidi_characters(root, caps
     sneaky = "ed@example.com\x1b]0;owned\x07\u202egpj.exe\u200b\x9b2J"
     queue(root, {"type": "email_send", "to": sneaky, "subject": "hi\x1b[2J", "body": "b"})
     code, out, _ = run(root, capsys, "list")
-    assert code == 0 and "\\u001b]0;owned\\u0007\\u202egpj.exe\\u200b\\u009b2J" in out
+    assert code == 0 and "\\x1b]0;owned\\x07\\u202egpj.exe\\u200b\\x9b2J" in out
     code, out2, _ = run(root, capsys, "show", "q1")
     for text in (out, out2):
         assert not any(c in text for c in "\x1b\x07\u202e\u200b\x9b")
@@ -570,7 +570,8 @@ def test_fifo_or_folder_planted_over_the_decisions_file_never_blocks(root, capsy
     assert "pending/decisions.jsonl is missing or not a regular file" in root.payload(1)["user_message"]
     code, _, err = run(root, capsys, "yes", "q2")
     assert code == 1 and "not a regular file" in err and runs(root, "b") == 0
-    path.unlink()
+    if path.exists():  # the tick moves aside what stands on a wrapper path
+        path.unlink()
     path.mkdir()
     code, _, err = run(root, capsys, "no", "q2")
     assert code == 1 and "not a regular file" in err

@@ -99,7 +99,7 @@ def test_http_write_slow_server_is_bounded_by_the_http_timeout(root, web):
     started = time.monotonic()
     out = approve(root, {"type": "http_post", "url": web.url + "/slow", "body": "b"})
     assert time.monotonic() - started < 5
-    assert out.code == 1 and "not complete within 1s" in last_decision(root)["result"]["summary"]
+    assert out.code == 1 and "no complete answer within 1s" in last_decision(root)["result"]["summary"]
 
 
 def test_http_write_does_not_follow_a_redirect(root, web):
