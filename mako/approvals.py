@@ -265,13 +265,13 @@ class ApprovalQueue:
         if isinstance(spend, dict) and "amount_pence" in spend:
             lines.append(f"spend: {cut(spend.get('amount_pence'), see=see)}p · {cut(spend.get('reason', ''), see=see)}")
         tg = self.cfg.telegram
-        lines.append(f"sha256 {sha[:8]} · see: {see}")
-        lines.append(f"decide: approve.py yes {qid} | approve.py no {qid}")
+        lines.append(f"sha256 {sha[:8]} · decide: approve.py yes {qid} | approve.py no {qid}")
         markup = None
         if tg.inbound_on:
             lines.append(f"or reply: approve {qid} / reject {qid}")
             markup = {"inline_keyboard": [[{"text": "Approve", "callback_data": f"a:{qid}:{sha[:8]}"},
                                            {"text": "Reject", "callback_data": f"r:{qid}:{sha[:8]}"}]]}
+        lines.append(f"see: {see}")
         thread = tg.first_thread("approvals", "requests", "log")
         try:
             text = self.redactor.text("\n".join(lines))
