@@ -28,13 +28,12 @@ from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
-from .report import truncate
 from .telegram import resolve_thread
+from .text import short, truncate
 
 log = logging.getLogger(__name__)
 
 WRITE_MAX_BYTES = 1024 * 1024
-SUMMARY_MAX = 200
 POST_MAX_CHARS = 16000  # four Telegram messages
 MIN_TIME_LEFT_S = 1.0
 
@@ -61,11 +60,6 @@ class ActionFailed(Exception):
 
 
 # -- results -----------------------------------------------------------------------------------------------
-
-def short(text, limit=SUMMARY_MAX):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def identity(action):
     """The fields that say which action a failed result belongs to."""

@@ -14,7 +14,7 @@ import subprocess
 from fnmatch import fnmatch
 
 from .children import child_env
-from .report import short
+from .text import short
 
 
 GIT_SUBCOMMANDS = frozenset((

@@ -43,7 +43,7 @@ def _fit(text, limit):
     return len(text)
 
 
-def _cut(text, limit):
+def _split_point(text, limit):
     """Where to end the next part: after a paragraph break, else a line break, else a space, else hard."""
     window = _fit(text, limit)
     head = text[:window]
@@ -69,7 +69,7 @@ def split_message(text, limit=PART_LIMIT):
     parts = []
     rest = text
     while utf16_len(rest) > limit:
-        cut = _cut(rest, limit)
+        cut = _split_point(rest, limit)
         parts.append(rest[:cut])
         rest = rest[cut:]
     if rest:
