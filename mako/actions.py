@@ -33,7 +33,6 @@ from .text import short, truncate
 
 log = logging.getLogger(__name__)
 
-WRITE_MAX_BYTES = 1024 * 1024
 POST_MAX_CHARS = 16000  # four Telegram messages
 MIN_TIME_LEFT_S = 1.0
 
@@ -249,10 +248,6 @@ def do_write_file(ctx, action):
     mode = action.get("mode") or "write"
     if mode not in WRITE_MODES:
         raise ActionFailed(f"'mode' must be one of {', '.join(WRITE_MODES)}, got {short(mode, 40)!r}")
-    size = len(content.encode("utf-8", "replace"))
-    if size > WRITE_MAX_BYTES:
-        raise ActionFailed(f"content is {size} bytes, over the {WRITE_MAX_BYTES} byte (1 MB) limit",
-                           "refused")
     try:
         written = ctx.policy.write(path, content, mode)
     except PathRefused as e:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fileio import open_regular, tail_lines
+from .paths import inside
 from .text import marker, neutralise
 
 CHARS_PER_TOKEN = 4
@@ -199,7 +200,7 @@ def read_requested_notes(paths, max_notes, max_chars):
         try:
             candidate = paths.root / rel if rel.startswith("notes/") else paths.notes / rel
             real = Path(os.path.realpath(candidate))
-            if notes_root not in real.parents:
+            if real == notes_root or not inside(real, notes_root):
                 skipped.append(f"{rel[:80]}: not under notes/")
             elif not real.is_file():
                 skipped.append(f"{rel[:80]}: no such note")

@@ -25,7 +25,7 @@ from .fileio import atomic_write, read_text
 from .net import EncodingRefused, read_body, within
 from .text import truncate
 
-log = logging.getLogger("mako.llm")
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"mako-zero/{__version__}"
 CONNECT_TIMEOUT_S = 10.0

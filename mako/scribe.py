@@ -16,7 +16,7 @@ from datetime import datetime
 from . import counter
 from .context import Block, build, drafts_list, head_text
 from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK, ResponseError
-from .fileio import ensure_dir, fsync_dir, tail_lines
+from .fileio import ensure_dir, fsync_dir, tail_lines, write_all
 from .llm import call_providers
 from .logs import iso, write_error_log, write_payload
 from .paths import ensure_layout
@@ -25,7 +25,7 @@ from .response import parse_scribe
 from .telegram import TelegramClient
 from .text import neutralise, truncate
 
-log = logging.getLogger("scribe")
+log = logging.getLogger(__name__)
 
 RECENT_NOTES = 3
 NOTE_MAX_CHARS = 4096
@@ -103,9 +103,7 @@ def write_draft(folder, date, slug, text):
         except FileExistsError:
             continue
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)

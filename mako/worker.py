@@ -24,14 +24,14 @@ from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, Deadline
 from .fileio import FileLock, append, atomic_write, displace, open_regular
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
+from .paths import (PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files,
+                    seed_pairs)
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
 
-log = logging.getLogger("tick")
+log = logging.getLogger(__name__)
 
-MAX_WRITE_BYTES = 1024 * 1024
 MAX_FILES = 200
 COMPACT_FAIL_LIMIT = 3
 # What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
@@ -327,8 +327,7 @@ class Tick:
     def write_one(self, policy, path, content, mode):
         result = {"type": mode, "path": str(path)[:300], "mode": mode}
         try:
-            if len(content.encode("utf-8", "backslashreplace")) > MAX_WRITE_BYTES:
-                raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
+            check_size(content)  # before a compaction archives the journal it would replace
             # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
             if self.mode == "compact" and policy.check_write(path) == Path(
                     os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
