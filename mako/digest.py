@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from .fileio import lines_from_end, read_text, tail_lines
 from .redact import Redactor
+from .runrecord import run_deadline
 from .schedule import record_digest_sent
 from .stats import count_if, is_true, numbers, parse_ts, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
@@ -203,8 +204,7 @@ def send_digest(cfg, text, clock=time.time):
     the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
-    budget = cfg.supervisor.digest_timeout_s
-    client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
+    client = TelegramClient(cfg.telegram, redactor, deadline=run_deadline(clock(), cfg.supervisor.digest_timeout_s))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
     if ok:

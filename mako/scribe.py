@@ -10,19 +10,16 @@ import logging
 import os
 import stat
 import time
-import traceback
 from datetime import datetime
 
 from . import counter
 from .context import Block, build, drafts_list, head_text
-from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK, ResponseError
+from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK
 from .fileio import ensure_dir, fsync_dir, tail_lines, write_all
 from .llm import call_providers
-from .logs import iso, write_error_log, write_payload
 from .paths import ensure_layout
-from .redact import Redactor
 from .response import parse_scribe
-from .telegram import TelegramClient
+from .runrecord import RunRecord, outcome_of
 from .text import neutralise, truncate
 
 log = logging.getLogger(__name__)
@@ -32,8 +29,6 @@ NOTE_MAX_CHARS = 4096
 STATE_MAX_CHARS = 16384
 MAX_NAME_TRIES = 1000
 SUMMARY_MAX_CHARS = 1000
-# Leaves the run time to record itself before the supervisor's scribe timeout kills it.
-DEADLINE_MARGIN_S = 10
 DRAFT_FILE_MODE = 0o644
 
 
@@ -115,22 +110,11 @@ def write_draft(folder, date, slug, text):
     raise FileExistsError(f"{MAX_NAME_TRIES} drafts named {date}-{slug} already exist")
 
 
-class ScribeRun:
+class ScribeRun(RunRecord):
     """One scribe run: numbered, bounded by its own deadline, and always recorded."""
 
     def __init__(self, cfg, clock=time.time):
-        self.cfg = cfg
-        self.clock = clock
-        self.redactor = Redactor(cfg.secrets())
-        self.started = clock()
-        self.deadline = self.started + cfg.supervisor.scribe_timeout_s - DEADLINE_MARGIN_S
-        self.telegram = TelegramClient(cfg.telegram, self.redactor, deadline=self.deadline)
-        self.n = None
-        self.errors = []
-        self.payload = {"tick_n": None, "mode": "scribe", "started_at": iso(), "system_prompt": "",
-                        "user_message": "", "sizes": {}, "inbox_present": False, "llm_attempts": [],
-                        "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
-                        "telegram_posts": self.telegram.records, "errors": self.errors}
+        super().__init__(cfg, "scribe", cfg.supervisor.scribe_timeout_s, clock)
 
     def run(self):
         """Draft or skip; returns EXIT_OK or EXIT_FAIL, having written the payload either way."""
@@ -187,31 +171,15 @@ class ScribeRun:
 
     def fail(self, error):
         """Record a failed run: error log and a short FAIL line in the log thread. Returns the outcome word."""
-        if isinstance(error, ResponseError):
-            outcome = "parse_error"
-        elif isinstance(error, (DeadlineExceeded, TimeoutError)):
-            outcome = "timeout"
-        elif isinstance(error, AllProvidersFailed):
-            kinds = {a.get("kind") for a in getattr(error, "attempts", []) if isinstance(a, dict)}
-            outcome = "timeout" if kinds == {"timeout"} else "provider_error"
-        else:
-            outcome = "fail"
         message = self.redactor.text(f"{type(error).__name__}: {error}")
         self.errors.append(message)
-        try:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            write_error_log(self.cfg.paths.logs / "scribe", self.n,
-                            f"scribe run {self.n} failed at {iso()}\n{trace}", self.redactor)
-        except OSError as e:
-            self.errors.append(self.redactor.text(f"error log not written: {e}"))
+        self.log_failure(self.cfg.paths.logs / "scribe", f"scribe run {self.n}", error)
         self.telegram.send(f"🦫 scribe #{self.n} FAIL · {truncate(message, 500)}", "log")
         log.error("scribe %d failed: %s", self.n, message)
-        return outcome
+        return outcome_of(error)
 
     def finish(self, outcome):
-        self.payload.update(ended_at=iso(), wall_s=round(self.clock() - self.started, 3), outcome=outcome)
-        if self.cfg.logging.full_payload:
-            write_payload(self.cfg.paths.logs / "scribe", self.n, self.payload, self.redactor)
+        self.save_payload(self.cfg.paths.logs / "scribe", outcome)
 
 
 def run(cfg, clock=time.time):
