@@ -22,7 +22,7 @@ from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
 from mako.redact import Redactor
 
-log = logging.getLogger("digest")
+log = logging.getLogger("mako.digest")
 
 
 def main(argv=None):

@@ -28,13 +28,11 @@ from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
-from .report import truncate
 from .telegram import resolve_thread
+from .text import short, truncate
 
 log = logging.getLogger(__name__)
 
-WRITE_MAX_BYTES = 1024 * 1024
-SUMMARY_MAX = 200
 POST_MAX_CHARS = 16000  # four Telegram messages
 MIN_TIME_LEFT_S = 1.0
 
@@ -66,11 +64,6 @@ class ActionFailed(Exception):
 
 
 # -- results -----------------------------------------------------------------------------------------------
-
-def short(text, limit=SUMMARY_MAX):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def identity(action):
     """The fields that say which action a failed result belongs to."""
@@ -277,10 +270,6 @@ def do_write_file(ctx, action):
     mode = action.get("mode") or "write"
     if mode not in WRITE_MODES:
         raise ActionFailed(f"'mode' must be one of {', '.join(WRITE_MODES)}, got {short(mode, 40)!r}")
-    size = len(content.encode("utf-8", "replace"))
-    if size > WRITE_MAX_BYTES:
-        raise ActionFailed(f"content is {size} bytes, over the {WRITE_MAX_BYTES} byte (1 MB) limit",
-                           "refused")
     try:
         written = ctx.policy.write(path, content, mode)
     except PathRefused as e:

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta, timezone
 from . import decisions
 from .fileio import read_text, tail_lines
 from .redact import Redactor
+from .runrecord import run_deadline
 from .schedule import record_digest_sent
 from .stats import count_if, is_true, numbers, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
-from .text import terminal_safe
+from .text import short, terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,6 @@ FOCUS_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?:current\s+)?focus\s*:?\s*#*\
 HEADING_RE = re.compile(r"^\s{0,3}#{1,6}(\s|$)")
 
 
-def _cut(text, limit):
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def extract_focus(text):
     """The focus in STATE.md: a `Focus:` line, else a `## Focus` section, else the first non-heading paragraph."""
     lines = text.splitlines()
@@ -48,11 +44,11 @@ def extract_focus(text):
         if m:
             value = m.group(1).strip()
             if value:
-                return _cut(value, FOCUS_MAX)
+                return short(value, FOCUS_MAX)
             # "Focus:" alone on its line: the lines under it, up to a blank line or a heading.
             rest = _paragraph(lines[i + 1:])
             if rest:
-                return _cut(rest, FOCUS_MAX)
+                return short(rest, FOCUS_MAX)
     for i, line in enumerate(lines):
         if FOCUS_HEADING_RE.match(line):
             body = []
@@ -62,12 +58,12 @@ def extract_focus(text):
                 body.append(following)
             section = " ".join(" ".join(body).split())
             if section:
-                return _cut(section, FOCUS_MAX)
+                return short(section, FOCUS_MAX)
     block = []
     for line in lines + [""]:
         if not line.strip():
             if block:
-                return _cut(" ".join(block), FOCUS_MAX)
+                return short(" ".join(block), FOCUS_MAX)
             continue
         if not HEADING_RE.match(line):
             block.append(line.strip())
@@ -128,7 +124,7 @@ def collect(cfg, now=None):
         cfg, since.timestamp(), now.timestamp(), write=False)
 
     fig["focus"] = extract_focus(read_text(cfg.paths.state / "STATE.md"))
-    fig["journal"] = [_cut(line, JOURNAL_LINE_MAX)
+    fig["journal"] = [short(line, JOURNAL_LINE_MAX)
                       for line in tail_lines(cfg.paths.state / "JOURNAL.md", JOURNAL_LINES) if line.strip()]
     return fig
 
@@ -165,7 +161,7 @@ def render(fig):
         drift = fig["drift"]
         if drift:
             out.append(f"Drift flags: {len(drift)}")
-            out += [f"  #{tick or '?'} {_cut(flag, DRIFT_MAX)}" for tick, flag in drift[-DRIFT_LISTED:]]
+            out += [f"  #{tick or '?'} {short(flag, DRIFT_MAX)}" for tick, flag in drift[-DRIFT_LISTED:]]
             if len(drift) > DRIFT_LISTED:
                 out.append(f"  (+{len(drift) - DRIFT_LISTED} earlier)")
         else:
@@ -187,8 +183,7 @@ def send_digest(cfg, text, clock=time.time):
     the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
-    budget = cfg.supervisor.digest_timeout_s
-    client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
+    client = TelegramClient(cfg.telegram, redactor, deadline=run_deadline(clock(), cfg.supervisor.digest_timeout_s))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
     if ok:
