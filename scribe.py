@@ -31,7 +31,7 @@ def main(argv=None):
     try:
         return scribe.run(cfg)
     except Exception as e:  # noqa: BLE001 — a run that could not even number itself still exits cleanly
-        logging.getLogger("scribe").error("scribe failed before it could record itself: %s",
+        logging.getLogger("mako.scribe").error("scribe failed before it could record itself: %s",
                                           Redactor(cfg.secrets()).text(f"{type(e).__name__}: {e}"))
         return EXIT_FAIL
 

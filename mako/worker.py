@@ -12,37 +12,28 @@ import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from . import counter, inbox as inbox_mod, report
+from . import counter, decisions, inbox as inbox_mod, report
 from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
-from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
-                     ResponseError)
+from .errors import EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, PathRefused, ResponseError, Terminated
 from .fileio import FileLock, append, atomic_write, displace, open_regular
 from .llm import call_providers
-from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
+from .logs import append_metrics, iso
+from .paths import (PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files,
+                    seed_pairs)
 from .redact import Redactor
 from .response import parse_reply
-from .telegram import TelegramClient
+from .runrecord import RunRecord, outcome_of
 
-log = logging.getLogger("tick")
+log = logging.getLogger(__name__)
 
-MAX_WRITE_BYTES = 1024 * 1024
 MAX_FILES = 200
 COMPACT_FAIL_LIMIT = 3
 # What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
 TERMINATED_POST_S = 3.0
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (the supervisor is stopping); the tick records itself and exits.
-
-    A BaseException, like KeyboardInterrupt, so no `except Exception` inside an action swallows it.
-    """
 
 
 def read_prompt(cfg, name):
@@ -67,10 +58,11 @@ def _read_int(path):
     return counter.read_number(path) or 0
 
 
-def assemble(cfg, mode, inbox_text, seeds=None):
+def assemble(cfg, mode, inbox_text, seeds=None, approvals_text=""):
     """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
     system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds)
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds,
+                                     approvals_text=approvals_text)
     message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
     sizes["notes_loaded"] = loaded
     sizes["notes_skipped"] = skipped
@@ -95,7 +87,9 @@ def dry_run(cfg, mode=None, out=None):
                   f"seed/ (a tick seeds it)" for dst in seeds]
     mode, _ = choose_mode(cfg, mode)
     pending = inbox_mod.peek(p)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds)
+    approvals_text, _ = decisions.context_block(cfg, write=False)
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds,
+                                                approvals_text)
     redactor = Redactor(cfg.secrets())
     for note in notes:
         print(f"=== note: {note}", file=out)
@@ -115,18 +109,10 @@ def dry_run(cfg, mode=None, out=None):
     return EXIT_OK
 
 
-class Tick:
+class Tick(RunRecord):
     def __init__(self, cfg, mode=None, clock=time.time):
-        self.cfg = cfg
-        self.clock = clock
+        super().__init__(cfg, None, cfg.supervisor.tick_timeout_s, clock)
         self.requested_mode = mode
-        self.redactor = Redactor(cfg.secrets())
-        self.started = clock()
-        budget = cfg.supervisor.tick_timeout_s
-        # Leave room to record the tick before the supervisor's timeout kills it.
-        self.deadline = self.started + budget - max(5.0, min(20.0, budget * 0.1))
-        self.telegram = TelegramClient(cfg.telegram, self.redactor, deadline=self.deadline)
-        self.n = None
         self.mode = "normal"
         self.mode_note = None
         self.inbox = inbox_mod.Inbox()
@@ -134,11 +120,6 @@ class Tick:
         self.reply = None
         self.writes = []
         self.actions = []
-        self.errors = []
-        self.payload = {"tick_n": None, "mode": None, "started_at": iso(), "system_prompt": "",
-                        "user_message": "", "sizes": {}, "inbox_present": False, "llm_attempts": [],
-                        "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
-                        "telegram_posts": self.telegram.records, "errors": self.errors}
         self.set_compact_flag = False
         self.recording = False
         self.moved_unposted = []
@@ -162,7 +143,8 @@ class Tick:
         except Exception as e:  # noqa: BLE001 — before the lock, still a row, a post and rc 1
             return self.fail_early(e, "preparing the layout")
         if not acquired:
-            print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
+            print("tick: another tick (or an approval running its action) holds state/.mako/tick.lock; "
+                  "not starting", file=sys.stderr)
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
@@ -244,8 +226,9 @@ class Tick:
             self.telegram.send(f"🦫 #{self.n} ⚠️ {self.mode_note}", "log")
         self.payload["mode"] = self.mode
         self.payload["inbox_present"] = self.inbox.present
+        approvals_text, self.approvals_seen = decisions.context_block(cfg)
         system_prompt, message, sizes, self.notes_skipped = assemble(
-            cfg, self.mode, self.inbox.text if self.inbox.present else None)
+            cfg, self.mode, self.inbox.text if self.inbox.present else None, approvals_text=approvals_text)
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
         # An INBOX longer than the context shows is archived only as far as it was shown.
         self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
@@ -280,6 +263,8 @@ class Tick:
         self.write_own(cfg.paths.state / "next_notes.json",
                        json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n")
         self.update_compaction()
+        if self.mode == "normal":  # shown to a tick that could act on them: not shown again
+            decisions.mark_seen(cfg, self.approvals_seen)
         self.payload["inbox_archived"] = inbox_mod.archive(cfg.paths, self.inbox)
 
     # -- steps ----------------------------------------------------------------------------------------
@@ -327,8 +312,7 @@ class Tick:
     def write_one(self, policy, path, content, mode):
         result = {"type": mode, "path": str(path)[:300], "mode": mode}
         try:
-            if len(content.encode("utf-8", "backslashreplace")) > MAX_WRITE_BYTES:
-                raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
+            check_size(content)  # before a compaction archives the journal it would replace
             # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
             if self.mode == "compact" and policy.check_write(path) == Path(
                     os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
@@ -420,17 +404,7 @@ class Tick:
     def fail(self, error):
         """Record a failed tick: error log, partial results, FAIL post. Returns the outcome word."""
         cfg = self.cfg
-        if isinstance(error, ResponseError):
-            outcome = "parse_error"
-        elif isinstance(error, (DeadlineExceeded, TimeoutError)):
-            outcome = "timeout"
-        elif isinstance(error, AllProvidersFailed):
-            kinds = {a.get("kind") for a in getattr(error, "attempts", [])}
-            outcome = "timeout" if kinds == {"timeout"} else "provider_error"
-        elif isinstance(error, Terminated):
-            outcome = "terminated"
-        else:
-            outcome = "fail"
+        outcome = outcome_of(error)
         message = f"{type(error).__name__}: {error}"
         if isinstance(error, ResponseError) and not str(error).startswith("PARSE_ERROR"):
             message = f"PARSE_ERROR: {error}"
@@ -447,10 +421,8 @@ class Tick:
             self.payload["actions"] = self.actions
             message = f"{message} — {note}"
         self.repair_layout()
+        self.log_failure(cfg.paths.logs, f"tick {self.n} ({self.mode})", error)
         try:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            write_error_log(cfg.paths.logs, self.n, f"tick {self.n} ({self.mode}) failed at {iso()}\n{trace}",
-                            self.redactor)
             if self.mode == "compact":
                 fails = _read_int(cfg.paths.private / "compact_failures") + 1
                 atomic_write(cfg.paths.private / "compact_failures", f"{fails}\n")
@@ -477,8 +449,6 @@ class Tick:
             summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
-        self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
-                            outcome=outcome)
         row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
                                  self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -486,6 +456,5 @@ class Tick:
             append_metrics(cfg.paths.logs / "metrics.csv", row)
         except OSError as e:
             self.errors.append(f"metrics row not written: {e}")
-        if cfg.logging.full_payload:
-            write_payload(cfg.paths.logs / "ticks", self.n, self.payload, self.redactor)
+        self.save_payload(cfg.paths.logs / "ticks", outcome, mode=self.mode)
         log.info("tick %d %s in %.1fs", self.n, outcome, wall)
