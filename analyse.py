@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from mako import decisions
-from mako.cli import Parser, load_or_exit, stdout_closed
+from mako.cli import Parser, load_or_report, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import failure_reason
 from mako.stats import read_table, report
@@ -39,7 +39,7 @@ def main(argv=None):
     parser.add_argument("--metrics", metavar="PATH", default=None,
                         help="metrics file to read (default: metrics.csv in the configured logs folder)")
     args = parser.parse_args(argv)
-    cfg = load_or_exit(args.config, "analyse")
+    cfg = load_or_report(args.config, "analyse")
     if cfg is None:
         return EXIT_CONFIG
     path = Path(args.metrics) if args.metrics else cfg.paths.logs / "metrics.csv"

@@ -22,7 +22,7 @@ import time
 
 from mako.approval_index import Index
 from mako.approvals import action_sha256
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_report
 from mako.decisions import age_text, decide, find, parse_id
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
@@ -122,7 +122,7 @@ def main(argv=None):
     if (args.again or args.over_budget) and cmd != "yes":
         parser.error("--again and --over-budget go with yes")
     setup_logging()
-    cfg = load_or_exit(args.config, "approve")
+    cfg = load_or_report(args.config, "approve")
     if cfg is None:
         return EXIT_CONFIG
     try:

@@ -16,7 +16,7 @@ import logging
 import sys
 import traceback
 
-from mako.cli import Parser, load_or_exit, stdout_closed
+from mako.cli import Parser, load_or_report, stdout_closed
 from mako.digest import build_digest, send_digest
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
@@ -31,7 +31,7 @@ def main(argv=None):
                         help="print the digest on standard output instead of sending it")
     args = parser.parse_args(argv)
     setup_logging()
-    cfg = load_or_exit(args.config, "digest")
+    cfg = load_or_report(args.config, "digest")
     if cfg is None:
         return EXIT_CONFIG
     redactor = Redactor(cfg.secrets())

@@ -22,7 +22,7 @@ from .approval_index import (DECISIONS_FILE, FINAL, Index, complete_lines, open_
 from .approvals import LOCK_WAIT_S, QUEUE_FILE, ApprovalQueue, action_sha256, append_record, waiting_lock
 from .fileio import FileLock, atomic_write, displace, read_text
 from .redact import Redactor
-from .report import short, truncate
+from .text import short, truncate
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, getaddresses, make_msgid, parseaddr
 
-from .actions import ActionFailed, _text_arg, _time_left, bounded_request, http_url, short
+from .actions import ActionFailed, _text_arg, _time_left, bounded_request, http_url
+from .text import short
 
 CF_API_BASE = "https://api.cloudflare.com/client/v4"
 CF_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

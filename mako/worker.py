@@ -5,7 +5,6 @@ after the tick number is taken, the tick records itself: a metrics row, a payloa
 error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
 """
 
-import errno
 import json
 import logging
 import os
@@ -17,96 +16,20 @@ from pathlib import Path
 from . import counter, decisions, inbox as inbox_mod, report
 from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
-from .context import build, gather
 from .errors import EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, PathRefused, ResponseError, Terminated
-from .fileio import FileLock, append, atomic_write, displace, open_regular
+from .fileio import FileLock, append, atomic_write, displace
 from .llm import call_providers
 from .logs import append_metrics, iso
-from .paths import (PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files,
-                    seed_pairs)
-from .redact import Redactor
+from .paths import PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files
+from .request import COMPACT_FAIL_LIMIT, assemble, choose_mode, read_int
 from .response import parse_reply
 from .runrecord import RunRecord, outcome_of
 
 log = logging.getLogger(__name__)
 
 MAX_FILES = 200
-COMPACT_FAIL_LIMIT = 3
 # What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
 TERMINATED_POST_S = 3.0
-
-
-def read_prompt(cfg, name):
-    with open_regular(cfg.paths.prompts / name) as f:  # never blocks on a FIFO planted there
-        return f.read().decode("utf-8")
-
-
-def choose_mode(cfg, requested):
-    """(mode, note): `requested` wins; else compact when the flag exists, unless compaction already failed
-    COMPACT_FAIL_LIMIT ticks in a row — then normal, with a note saying so."""
-    if requested:
-        return requested, None
-    if not (cfg.paths.state / "compact_pending.flag").exists():
-        return "normal", None
-    fails = _read_int(cfg.paths.private / "compact_failures")
-    if fails >= COMPACT_FAIL_LIMIT:
-        return "normal", f"compaction failed {fails} ticks in a row; giving up on it and running normally"
-    return "compact", None
-
-
-def _read_int(path):
-    return counter.read_number(path) or 0
-
-
-def assemble(cfg, mode, inbox_text, seeds=None, approvals_text=""):
-    """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
-    system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds,
-                                     approvals_text=approvals_text)
-    message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
-    sizes["notes_loaded"] = loaded
-    sizes["notes_skipped"] = skipped
-    return system_prompt, message, sizes, skipped
-
-
-def dry_run(cfg, mode=None, out=None):
-    """Print the exact request a tick would send now; create or change nothing (§3).
-
-    What a tick would create first is read as it would be: a missing state file as its seed, a missing
-    root as an empty one; and the output says so."""
-    out = out or sys.stdout
-    p = cfg.paths
-    notes = []
-    if p.root.exists() and not p.root.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.root))
-    if not p.root.is_dir():
-        notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
-    seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
-    if seeds and not notes:
-        notes += [f"{dst.relative_to(p.root) if p.root in dst.parents else dst} is missing; shown from "
-                  f"seed/ (a tick seeds it)" for dst in seeds]
-    mode, _ = choose_mode(cfg, mode)
-    pending = inbox_mod.peek(p)
-    approvals_text, _ = decisions.context_block(cfg, write=False)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds,
-                                                approvals_text)
-    redactor = Redactor(cfg.secrets())
-    for note in notes:
-        print(f"=== note: {note}", file=out)
-    print(f"=== mode: {mode}", file=out)
-    print("=== system prompt", file=out)
-    print(redactor.text(system_prompt), file=out)
-    print("=== user message", file=out)
-    print(redactor.text(message), file=out)
-    print("=== token estimates (chars / 4)", file=out)
-    print(f"system_prompt: {sizes['system_prompt']}", file=out)
-    for key, tokens in sizes["blocks"].items():
-        print(f"{key}: {tokens}", file=out)
-    print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
-    if sizes["over_cap"]:
-        print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
-    out.flush()
-    return EXIT_OK
 
 
 class Tick(RunRecord):
@@ -258,9 +181,9 @@ class Tick(RunRecord):
         self.run_actions()
         self.repair_layout()
         self.write_results()
-        self.write_own(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
+        self.write_wrapper_file(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
                        append_only=True)
-        self.write_own(cfg.paths.state / "next_notes.json",
+        self.write_wrapper_file(cfg.paths.state / "next_notes.json",
                        json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n")
         self.update_compaction()
         if self.mode == "normal":  # shown to a tick that could act on them: not shown again
@@ -275,16 +198,16 @@ class Tick(RunRecord):
         state = cfg.paths.state
         for key, name in (("state_md", "STATE.md"), ("next_md", "NEXT.md")):
             if reply[key] is not None:
-                self.write_own(state / name, reply[key])
+                self.write_wrapper_file(state / name, reply[key])
                 self.writes.append({"type": "write", "path": f"state/{name}", "ok": True, "status": "ok",
                                     "bytes": len(reply[key].encode("utf-8", "backslashreplace"))})
         persona = reply["persona_update"]
         if persona and persona["mode"] != "skip":
             if persona["mode"] == "append":
                 text = persona["content"] if persona["content"].endswith("\n") else persona["content"] + "\n"
-                self.write_own(state / "PERSONA.md", text, append_only=True)
+                self.write_wrapper_file(state / "PERSONA.md", text, append_only=True)
             else:
-                self.write_own(state / "PERSONA.md", persona["content"])
+                self.write_wrapper_file(state / "PERSONA.md", persona["content"])
             self.writes.append({"type": persona["mode"], "path": "state/PERSONA.md", "ok": True,
                                 "status": "ok", "bytes": len(persona["content"].encode("utf-8", "backslashreplace"))})
         for i, entry in enumerate(reply["files"]):
@@ -293,13 +216,13 @@ class Tick(RunRecord):
             elif self.clock() > self.deadline - 5:
                 why = "no time left in this tick; not written"
             else:
-                self.writes.append(self.write_one(policy, entry["path"], entry["content"], entry["mode"]))
+                self.writes.append(self.write_model_file(policy, entry["path"], entry["content"], entry["mode"]))
                 continue
             self.writes.append({"type": entry["mode"], "path": str(entry["path"])[:300], "ok": False,
                                 "status": "skipped", "summary": f"{str(entry['path'])[:200]}: {why}"})
         self.payload["files_written"] = self.writes
 
-    def write_own(self, path, text, append_only=False, durable=True):
+    def write_wrapper_file(self, path, text, append_only=False, durable=True):
         """Write one of the wrapper's own state files, first moving aside a symlink or folder planted there."""
         aside = displace(path)
         if aside:
@@ -309,7 +232,7 @@ class Tick(RunRecord):
         else:
             atomic_write(path, text, mode=0o644, durable=durable)
 
-    def write_one(self, policy, path, content, mode):
+    def write_model_file(self, policy, path, content, mode):
         result = {"type": mode, "path": str(path)[:300], "mode": mode}
         try:
             check_size(content)  # before a compaction archives the journal it would replace
@@ -378,7 +301,7 @@ class Tick(RunRecord):
         llm = self.llm
         text = report.last_results(self.n, self.mode, iso(), llm.slot if llm else None, llm.model if llm else None,
                                    self.writes, self.actions, getattr(self, "notes_skipped", ()), failure)
-        self.write_own(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), durable=False)
+        self.write_wrapper_file(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), durable=False)
 
     def update_compaction(self):
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
@@ -424,7 +347,7 @@ class Tick(RunRecord):
         self.log_failure(cfg.paths.logs, f"tick {self.n} ({self.mode})", error)
         try:
             if self.mode == "compact":
-                fails = _read_int(cfg.paths.private / "compact_failures") + 1
+                fails = read_int(cfg.paths.private / "compact_failures") + 1
                 atomic_write(cfg.paths.private / "compact_failures", f"{fails}\n")
                 if fails >= COMPACT_FAIL_LIMIT:
                     self.errors.append(f"compaction failed {fails} ticks in a row; next ticks run normally")
