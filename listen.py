@@ -15,7 +15,7 @@ Exit codes: 0 ok (also after SIGTERM), 1 Telegram refused the token or inbound i
 
 import sys
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_report
 from mako.errors import EXIT_BUSY, EXIT_CONFIG, EXIT_FAIL
 from mako.fileio import FileLock
 from mako.inbound import off_reason
@@ -32,7 +32,7 @@ def main(argv=None):
     when.add_argument("--once", action="store_true", help="take what is waiting now and exit")
     args = parser.parse_args(argv)
     setup_logging()
-    cfg = load_or_exit(args.config, "listen")
+    cfg = load_or_report(args.config, "listen")
     if cfg is None:
         return EXIT_CONFIG
     reason = off_reason(cfg)
