@@ -2,9 +2,9 @@
 
 Each entry is a header line the wrapper writes — `[telegram · <name> · <YYYY-MM-DD HH:MM> UTC · thread
 <name or id>]`, then `(reply to: "…")` when it answers a post — and the text with every line quoted as
-`> `. So no line of what was typed can pass for a header or for one of the wrapper's `## ` block labels,
-whatever line breaks (any Unicode one) or invisible characters it holds: the model can tell the operator's
-words from the wrapper's frame.
+`> `, and every hidden character shown as an escape (mako/text.py). So no line of what was typed can pass
+for a header or for one of the wrapper's `## ` block labels, whatever line breaks (any Unicode one) or
+invisible characters it holds: the model can tell the operator's words from the wrapper's frame.
 
 The append must never lose a line to a tick claiming the INBOX at the same moment (§7): the entry is one
 write() on an O_APPEND descriptor, made under an flock on that very file after checking the file is still
@@ -20,42 +20,28 @@ import json
 import os
 import stat
 import time
-import unicodedata
 from datetime import datetime, timezone
 
 from .fileio import FILE_MODE, atomic_write, displace, ensure_dir, fsync_dir, read_text
+from .text import LINE_BREAK_RE, short, visible
 
 REPLY_QUOTE_MAX = 200
 NAME_MAX = 64
 QUESTIONS_FILE = "ask_chris_posts.json"
 QUESTIONS_KEEP = 200
-# Format characters that reorder or hide text; shown as <U+XXXX> so nothing in an entry is invisible.
-BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
-
-
-def visible(text):
-    """`text` with control characters and direction overrides spelled out as <U+XXXX> (tabs kept)."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\t" or (unicodedata.category(ch) not in ("Cc", "Cs") and code not in BIDI):
-            out.append(ch)
-        else:
-            out.append(f"<U+{code:04X}>")
-    return "".join(out)
 
 
 def one_line(text, limit):
-    """Every run of whitespace and line breaks made one space; controls made visible; cut to `limit`."""
-    text = " ".join(str(text).split())
-    text = visible(text)
-    return text if len(text) <= limit else text[:limit] + "…"
+    """Every run of whitespace and line breaks made one space, cut to `limit` with the marker, and what is
+    still hidden (controls, zero-width and direction characters) shown as escapes."""
+    return visible(short(text, limit))
 
 
 def quote_body(text):
-    """The typed text with each line (split at any Unicode line break) quoted as `> `."""
-    lines = str(text).splitlines() or [""]
-    return "\n".join(("> " + visible(line)).rstrip() if line.strip() else ">" for line in lines)
+    """The typed text with each line (split at any Unicode line break) quoted as `> `, hidden characters
+    shown as escapes."""
+    lines = LINE_BREAK_RE.split(str(text))
+    return "\n".join(("> " + visible(line, keep="\t")).rstrip() if line.strip() else ">" for line in lines)
 
 
 def thread_label(tg, topic):
