@@ -4,8 +4,8 @@ A command is the first word, in any case, with or without a leading `/` and an `
 `approve|yes qN [note]`, `reject|no qN [reason]`, `done qN [note]`, `pause [reason]`, `resume`, `status`,
 `help`. `yes`, `no` and `done` are everyday answers too ("no, keep the old title"), so without a slash they
 are commands only when an id (`q…`) follows; otherwise the message is steering for the INBOX. Approvals go
-through the same decision code as `approve.py` (mako.decisions), bound to the hash the post showed when
-they come from a button.
+through the same decision code as `approve.py` (mako.decisions, loaded only when needed), bound to the hash
+the post showed when they come from a button.
 """
 
 import re
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .fileio import read_head, tail_lines
 from .pause import pause, paused_reason, resume
 from .redact import Redactor
+from .text import short, visible
 
 ALIASES = {"approve": "approve", "yes": "approve", "reject": "reject", "no": "reject", "done": "done",
            "pause": "pause", "resume": "resume", "status": "status", "help": "help"}
@@ -25,7 +26,6 @@ ID_RE = re.compile(r"^q0*(\d{1,9})$", re.IGNORECASE)
 ID_LIKE_RE = re.compile(r"^q(\d\S*)?$", re.IGNORECASE)
 CALLBACK_RE = re.compile(r"^([ar]):q(\d{1,9}):([0-9a-f]{8})$")
 WORD_MAX = 40
-UNAVAILABLE = "Approvals from the chat are not available in this version; use approve.py on the server."
 
 HELP = """Commands (the first word; a leading / is fine):
 approve qN [note] (or: yes qN) - run a queued action now
@@ -46,18 +46,8 @@ class Command:
     error: str = None     # a bad id: the one line to answer, nothing decided
 
 
-def _decisions():
-    """The approvals module, when this install has it."""
-    try:
-        from . import decisions
-    except ImportError:
-        return None
-    return decisions
-
-
 def _word(text):
-    text = " ".join(str(text).split())
-    return text if len(text) <= WORD_MAX else text[:WORD_MAX] + "…"
+    return visible(short(text, WORD_MAX))
 
 
 def parse(text, bot_username=None):
@@ -118,17 +108,12 @@ class Commands:
         return getattr(self, "do_" + cmd.name)(cmd, user_id)
 
     def decide(self, qid, decision, user_id, note="", sha8=None):
-        """Decide through mako.decisions; an Outcome-like object with ok and message."""
-        decisions = _decisions()
-        if decisions is None:
-            return _Said(False, UNAVAILABLE)
+        """Decide through mako.decisions, as approve.py does; its Outcome (ok, message, ...)."""
+        from . import decisions  # loaded on first use: an idle listener does without it
         # Never wait on the tick lock past the time this run must end by.
         wait = 60.0 if self.deadline is None else max(1.0, min(60.0, self.deadline - self.clock() - 5))
-        try:
-            return decisions.decide(self.cfg, qid, decision, f"telegram:{user_id}", note, expect_sha8=sha8,
-                                    lock_wait_s=wait, telegram=self.telegram())
-        except decisions.Busy:
-            return _Said(False, f"A tick is running; {qid} is not decided yet. Try again in a minute.")
+        return decisions.decide(self.cfg, qid, decision, f"telegram:{user_id}", note, expect_sha8=sha8,
+                                lock_wait_s=wait, telegram=self.telegram())
 
     def do_pause(self, cmd, user_id):
         pause(self.cfg.paths, self.redactor.text(cmd.note), f"telegram:{user_id}")
@@ -149,23 +134,6 @@ class Commands:
         return None
 
 
-class _Said:
-    def __init__(self, ok, message):
-        self.ok = ok
-        self.message = message
-
-
-def _age(seconds):
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
 def _last_tick(cfg, now):
     path = cfg.paths.logs / "metrics.csv"
     try:
@@ -178,9 +146,10 @@ def _last_tick(cfg, now):
     if len(row) < len(header) or row == header:
         return "last tick: none recorded"
     cells = dict(zip(header, row))
-    from .stats import parse_ts  # here: an idle listener need not hold the statistics module in memory
+    from .decisions import age_text
+    from .stats import parse_ts  # here, not at the top: an idle listener does without these modules
     ts = parse_ts(cells.get("ts", ""))
-    age = f", {_age(now - ts.timestamp())} ago" if ts else ""
+    age = f", {age_text(max(0, now - ts.timestamp()))} ago" if ts else ""
     model = "/".join(c for c in (cells.get("provider_used"), cells.get("model_used")) if c)
     return (f"last tick: #{cells.get('tick_n', '?')} {cells.get('outcome') or '?'}{age}"
             + (f" ({model})" if model else ""))
@@ -207,16 +176,13 @@ def status_text(cfg, now):
     if claims:
         parts.append(f"{claims} held by a tick")
     lines.append("INBOX: " + (", ".join(parts) if parts else "empty"))
-    decisions = _decisions()
-    if decisions is None:
-        lines.append("approvals: see approve.py on the server")
-    else:
-        try:
-            count, oldest = decisions.open_summary(cfg)
-            from .stats import parse_ts
-            since = parse_ts(oldest) if isinstance(oldest, str) else None
-            lines.append(f"approvals: {count} open"
-                         + (f" (oldest {_age(now - since.timestamp())} ago)" if count and since else ""))
-        except Exception as e:  # a status line must not take the listener down
-            lines.append(f"approvals: unreadable ({type(e).__name__})")
+    from . import decisions
+    from .stats import parse_ts
+    try:
+        count, oldest = decisions.open_summary(cfg)
+        since = parse_ts(oldest) if isinstance(oldest, str) else None
+        lines.append(f"approvals: {count} open" + (
+            f" (oldest {decisions.age_text(max(0, now - since.timestamp()))} ago)" if count and since else ""))
+    except Exception as e:  # a status line must not take the listener down
+        lines.append(f"approvals: unreadable ({type(e).__name__})")
     return "\n".join(lines)
