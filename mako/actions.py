@@ -20,11 +20,8 @@ import requests
 import urllib3
 
 from .approvals import GATED_TYPES, is_gated, spend_problem
-from .children import child_env, run_process
-from .denylist import denylist_match
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
-from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
@@ -180,6 +177,9 @@ def _process_summary(label, run, timeout):
 # -- shell -------------------------------------------------------------------------------------------------
 
 def do_shell(ctx, action):
+    # Imported here: a tick whose reply runs no command never pays for subprocess and the lexer.
+    from .children import child_env, run_process
+    from .denylist import denylist_match
     cmd = _text_arg(action, "cmd")
     entry = denylist_match(cmd, ctx.cfg.guardrails.shell_denylist_substrings)
     if entry is not None:
@@ -297,6 +297,8 @@ def do_read_file(ctx, action):
 
 
 def do_git(ctx, action):
+    from .children import run_process
+    from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
     cmd = _text_arg(action, "cmd")
     try:
         args = shlex.split(cmd)
