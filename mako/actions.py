@@ -22,6 +22,7 @@ import urllib3
 from .approvals import GATED_TYPES, is_gated, spend_problem
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
+from .ledger import SpendLedger
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
@@ -49,6 +50,11 @@ class ActionContext:
     approved: bool = False
     over_budget: bool = False
     executors: dict = None
+    ledger: object = None
+
+    def __post_init__(self):
+        if self.ledger is None:
+            self.ledger = SpendLedger(self.cfg, self.redactor)
 
 
 class ActionFailed(Exception):
@@ -118,7 +124,7 @@ def _dispatch(ctx, action, kind):
         known = ", ".join(sorted(HANDLERS) + ["spend"] + list(GATED_TYPES))
         raise ActionFailed(f"unknown action type {short(kind, 60)!r} (known: {known})")
     if spend is not None and not ctx.over_budget:
-        fits, message = ctx.queue.check_spend(spend["amount_pence"])
+        fits, message = ctx.ledger.check_spend(spend["amount_pence"])
         if not fits:
             raise ActionFailed(message, "refused", amount_pence=spend["amount_pence"])
     result = handler(ctx, action)
@@ -135,7 +141,7 @@ def _check_spend(spend, prefix):
 
 
 def _record_spend(ctx, kind, amount, reason):
-    recorded, message = ctx.queue.record_spend(amount, reason, ctx.tick_n, over_budget=ctx.over_budget)
+    recorded, message = ctx.ledger.record_spend(amount, reason, ctx.tick_n, over_budget=ctx.over_budget)
     if not recorded:
         return _failure(kind, message, "refused", {}, amount_pence=amount)
     return {"type": kind, "ok": True, "status": "ok", "amount_pence": amount,
