@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import counter, inbox as inbox_mod, report
+from . import counter, health, inbox as inbox_mod, report
 from .actions import ActionContext, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
@@ -382,6 +382,8 @@ class Tick:
             summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
+        # Alerts on a failing primary or failing ticks; posted before the payload so it records them.
+        health.safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
         run, queued, failed, _ = report.action_counts(self.actions)
         failed += sum(1 for w in self.writes if not w.get("ok"))
         self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
