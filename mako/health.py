@@ -33,7 +33,10 @@ HEALTH_FILE = "health.json"
 HISTORY_FILE = "health.jsonl"
 HISTORY_MAX_BYTES = 4 * 1024 * 1024
 SLOTS = ("primary", "fallback")
-WATCHED = ("primary", "ticks")
+# Each is tracked for status.py; the fallback is shown there but not alerted on (the primary's alert says
+# whether the fallback carries on).
+WATCHED = ("primary", "fallback", "ticks")
+ALERTED = ("primary", "ticks")
 SKIPPED_KIND = "cooling_down"
 
 
@@ -147,14 +150,15 @@ def record_tick(cfg, tick_n, outcome, attempts, telegram, clock=time.time):
     state = load(private)
     threshold = cfg.health.alert_after_ticks
     events = {}
-    primary = results.get("primary")
-    if primary is not None:
-        events["primary"] = step(state["primary"], primary == "ok", primary, tick_n, now, threshold)
+    for slot in SLOTS:
+        result = results.get(slot)
+        if result is not None:
+            events[slot] = step(state[slot], result == "ok", result, tick_n, now, threshold)
     events["ticks"] = step(state["ticks"], outcome == "ok", outcome or "fail", tick_n, now, threshold)
 
     fallback_model = cfg.fallback.model if results.get("fallback") == "ok" else None
     changed = any(events.values())
-    for name in WATCHED:
+    for name in ALERTED:
         track = state[name]
         if events.get(name) == "close":
             if track["alert_sent"]:
