@@ -113,6 +113,9 @@ else
         fi
     done
 fi
+# Bytecode is compiled here, once per install or upgrade, so no tick pays to compile mako/ (under systemd the
+# code folder may not be writable, and PYTHONDONTWRITEBYTECODE may be set).
+"$PY" -m compileall -q -j 0 "$ROOT/mako" >/dev/null || warn "could not compile the bytecode of $ROOT/mako"
 
 # ---------------------------------------------------------------------------------------------------------
 # Runtime tree and seeds. Folders are 0700: logs and state hold model output and full request payloads.

@@ -5,7 +5,7 @@ exit 78. Unknown keys are kept out of the config and reported as warnings naming
 """
 
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -37,10 +37,42 @@ def setting(kind, default, positive=False, secret=False, key=None):
     return field(default=default, metadata=meta)
 
 
+class Record:
+    """__init__, == and repr over a dataclass's fields, shared instead of generated per class.
+
+    Generating them (and the docstring dataclass would build from the signature) for every section costs
+    each tick's import several milliseconds; these do the same work from `fields()` at call time.
+    """
+
+    def __init__(self, **values):
+        for f in fields(self):
+            if f.name in values:
+                value = values.pop(f.name)
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                raise TypeError(f"{type(self).__name__}: missing {f.name}")
+            setattr(self, f.name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown {', '.join(values)}")
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in fields(self))})"
+
+
+record = dataclass(init=False, repr=False, eq=False)
+
 # Each section is a dataclass whose fields are the schema: key, type, default. Nothing else lists keys.
 
-@dataclass
-class PathsSection:
+@record
+class PathsSection(Record):
+    """paths.*: the root and the folders under it, as written (resolved into Paths)."""
+
     root: str = setting(str, DEFAULT_ROOT)
     state: str = setting(str, "")
     notes: str = setting(str, "")
@@ -51,8 +83,8 @@ class PathsSection:
     prompts: str = setting(str, "")
 
 
-@dataclass
-class Provider:
+@record
+class Provider(Record):
     """One LLM slot. `name` is the slot (primary|fallback), not a config key."""
 
     type: str = setting(str, "ollama")
@@ -75,22 +107,28 @@ PROVIDER_DEFAULTS = {
 }
 
 
-@dataclass
-class LlmSettings:
+@record
+class LlmSettings(Record):
+    """llm.*: the two provider slots and how long a provider that keeps timing out is skipped."""
+
     primary: Provider = field(default_factory=Provider)
     fallback: Provider = field(default_factory=Provider)
     timeout_cooldown_s: float = setting(NUMBER, 600)
 
 
-@dataclass
-class ContextSettings:
+@record
+class ContextSettings(Record):
+    """context.*: the size of the hot context (§8)."""
+
     max_input_tokens: int = setting(int, 18000, positive=True)
     recent_journal_lines: int = setting(int, 20)
     max_requested_notes: int = setting(int, 3)
 
 
-@dataclass
-class TickSettings:
+@record
+class TickSettings(Record):
+    """tick.*: bounds on one tick's actions, spends and posts."""
+
     shell_timeout_s: float = setting(NUMBER, 30, positive=True)
     http_timeout_s: float = setting(NUMBER, 30, positive=True)
     http_response_max_bytes: int = setting(int, 8192, positive=True)
@@ -102,14 +140,18 @@ class TickSettings:
     max_actions: int = setting(int, 12)
 
 
-@dataclass
-class InboundSettings:
+@record
+class InboundSettings(Record):
+    """telegram.inbound.*: who may steer and approve from the chat (§20)."""
+
     enabled: bool = setting(bool, False)
     allowed_user_ids: list = setting(INT_LIST, [])
 
 
-@dataclass
-class Telegram:
+@record
+class Telegram(Record):
+    """telegram.*: the bot, the chat and its threads."""
+
     bot_token: str = setting(str, "", secret=True)
     chat_id: object = setting((int, str), "")
     log_thread_id: int = setting(int, 0)
@@ -141,8 +183,10 @@ class Telegram:
         return 0
 
 
-@dataclass
-class SupervisorSettings:
+@record
+class SupervisorSettings(Record):
+    """supervisor.*: cadence and timeouts of the jobs (§4)."""
+
     tick_interval_s: float = setting(NUMBER, 300, positive=True)
     scribe_interval_s: float = setting(NUMBER, 7200, positive=True)
     digest_hour_local: int = setting(int, 8)
@@ -152,27 +196,35 @@ class SupervisorSettings:
     stop_grace_s: float = setting(NUMBER, 10)
 
 
-@dataclass
-class ScribeSettings:
+@record
+class ScribeSettings(Record):
+    """scribe.*: the blog-draft writer."""
+
     enabled: bool = setting(bool, True)
     recent_journal_lines: int = setting(int, 100)
     approval_thread: str = setting(str, "approvals")
 
 
-@dataclass
-class DigestSettings:
+@record
+class DigestSettings(Record):
+    """digest.*: the daily summary."""
+
     enabled: bool = setting(bool, True)
     hours_window: float = setting(NUMBER, 24, positive=True)
 
 
-@dataclass
-class LoggingSettings:
+@record
+class LoggingSettings(Record):
+    """logging.*: payload files and how long they are kept."""
+
     full_payload: bool = setting(bool, True)
     keep_days: float = setting(NUMBER, 14)
 
 
-@dataclass
-class EmailSettings:
+@record
+class EmailSettings(Record):
+    """email.*: the SMTP account approved email_send items go out through (§19)."""
+
     smtp_host: str = setting(str, "")
     smtp_port: int = setting(int, 465, positive=True)
     username: str = setting(str, "")
@@ -184,8 +236,10 @@ class EmailSettings:
         return bool(self.smtp_host and self.sender)
 
 
-@dataclass
-class CloudflareSettings:
+@record
+class CloudflareSettings(Record):
+    """cloudflare.*: the API token approved cf_api items use (§19)."""
+
     api_token: str = setting(str, "", secret=True)
     account_id: str = setting(str, "")
 
@@ -194,20 +248,26 @@ class CloudflareSettings:
         return bool(self.api_token)
 
 
-@dataclass
-class HealthSettings:
+@record
+class HealthSettings(Record):
+    """health.*: when a run of failures becomes an alert (§21)."""
+
     alert_after_ticks: int = setting(int, 3, positive=True)
 
 
-@dataclass
-class GuardrailSettings:
+@record
+class GuardrailSettings(Record):
+    """guardrails.*: the shell denylist and where the model may write."""
+
     shell_denylist_substrings: list = setting(list, DEFAULT_DENYLIST)
     writable_paths: list = setting(list, ["state", "notes", "workdir", "archive", "pending"])
     forbidden_paths: list = setting(list, [])
 
 
-@dataclass
-class Paths:
+@record
+class Paths(Record):
+    """Absolute paths of the root and its folders."""
+
     root: Path
     state: Path
     notes: Path
@@ -228,8 +288,10 @@ class Paths:
         return self.state / ".mako"
 
 
-@dataclass
-class Config:
+@record
+class Config(Record):
+    """The whole checked config, passed down explicitly."""
+
     path: Path
     paths: Paths
     llm: LlmSettings

@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fakes import FakeOllama, FakeOpenAI, FakeTelegram
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
-from fakes import FakeOllama, FakeOpenAI, FakeTelegram  # noqa: E402
 
 PRIMARY_KEY = "ollama-secret-key-0123456789abcdef"
 FALLBACK_KEY = "opencode-secret-key-fedcba9876543210"
@@ -23,6 +21,21 @@ BOT_TOKEN = "123456789:AAE-fake-test-token-abcdefghijklmnopq"
 CHAT_ID = -1001234567890
 THREADS = {"log": 11, "requests": 22, "approvals": 33, "digest": 44}
 SECRETS = (PRIMARY_KEY, FALLBACK_KEY, BOT_TOKEN)
+
+
+class Recorder:
+    """Stands in for the Telegram client: records each send and answers `ok` (or raises when `fail`)."""
+
+    def __init__(self, ok=True, fail=False):
+        self.ok = ok
+        self.fail = fail
+        self.sent = []
+
+    def send(self, text, thread="log", reply_markup=None):
+        self.sent.append((text, thread))
+        if self.fail:
+            raise RuntimeError("telegram down")
+        return self.ok
 
 
 def alive(pid):

@@ -7,7 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import BOT_TOKEN, CHAT_ID, PRIMARY_KEY, SECRETS, THREADS, alive
+from conftest import BOT_TOKEN, CHAT_ID, PRIMARY_KEY, SECRETS, THREADS, Recorder, alive
 
 from mako.actions import ActionContext, run_action
 from mako.approvals import is_gated
@@ -18,18 +18,6 @@ from mako.config import DEFAULT_DENYLIST
 from mako.paths import PathPolicy, ensure_layout
 from mako.redact import Redactor
 from mako.telegram import TelegramClient
-
-
-class Recorder:
-    """Stands in for the Telegram client: records each send, answers `ok`."""
-
-    def __init__(self, ok=True):
-        self.ok = ok
-        self.sent = []
-
-    def send(self, text, thread="log"):
-        self.sent.append((text, thread))
-        return self.ok
 
 
 def make_ctx(root, deadline_s=60, compaction=False, client=None, **overrides):

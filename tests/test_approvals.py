@@ -6,23 +6,11 @@ import multiprocessing
 from datetime import datetime, timezone
 
 import pytest
-from conftest import CHAT_ID, PRIMARY_KEY, THREADS
+from conftest import CHAT_ID, PRIMARY_KEY, THREADS, Recorder
 
 from mako.approvals import ApprovalQueue, read_queue
 from mako.paths import ensure_layout
 from mako.redact import Redactor
-
-
-class Recorder:
-    def __init__(self, fail=False):
-        self.fail = fail
-        self.sent = []
-
-    def send(self, text, thread="log"):
-        self.sent.append((text, thread))
-        if self.fail:
-            raise RuntimeError("telegram down")
-        return True
 
 
 def make_queue(root, client=None, **overrides):

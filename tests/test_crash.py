@@ -25,6 +25,8 @@ import time
 import uuid
 from collections import Counter, deque
 
+import pytest
+
 from conftest import REPO, reply
 
 from mako.fileio import FileLock, read_text
@@ -352,6 +354,7 @@ def check_finished(root, checker, rc, archives_before):
         assert set(root.p("archive").glob("inbox-*.md")) == archives_before, "a failed tick archived its INBOX"
 
 
+@pytest.mark.slow
 def test_crash_sigkill_at_random_moments_keeps_state_sound(root):
     rng = random.Random(SEED)
     print(f"\ncrash test seed {SEED} ({KILLS} kills); replay with MAKO_CRASH_SEED={SEED}")

@@ -70,6 +70,7 @@ print(kinds[">"], kinds[">>"], kinds["late"], flush=True)
 """
 
 
+@pytest.mark.slow
 def test_inbox_race_concurrent_writer_each_message_shown_and_archived_once(root):
     print(f"\ninbox race seed {SEED}; replay with MAKO_RACE_SEED={SEED}")
     delays = random.Random(SEED + 1)

@@ -32,7 +32,7 @@ NO_SCRIBE_NO_DIGEST = "scribe:\n  enabled: false\ndigest:\n  enabled: false\n"
 def write_config(root, extra="", **supervisor):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    body = f"paths:\n  root: {root}\n"
+    body = f"llm: {{}}\npaths:\n  root: {root}\n"
     if supervisor:
         body += "supervisor:\n" + "".join(f"  {k}: {v}\n" for k, v in supervisor.items())
     path = root / "config.yaml"
@@ -637,7 +637,7 @@ def test_supervisor_exits_at_once_on_sigterm_when_idle(tmp_path):
 
 def test_supervisor_bad_config_exits_78_with_one_line(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("supervisor:\n  tick_interval_s: soon\n")
+    config.write_text("llm: {}\nsupervisor:\n  tick_interval_s: soon\n")
     proc = start_supervisor(config)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 78

@@ -360,7 +360,7 @@ def test_tick_dry_run_changes_nothing(root, capsys):
 
 
 def test_tick_bad_config_exits_78_with_one_line(root):
-    root.config_path.write_text("tick:\n  max_actions: lots\n")
+    root.config_path.write_text("llm: {}\ntick:\n  max_actions: lots\n")
     proc = root.run("tick.py")
     assert proc.returncode == 78
     lines = proc.stderr.strip().splitlines()
