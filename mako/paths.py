@@ -16,12 +16,12 @@ from .errors import PathRefused
 from .fileio import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
-CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "install.sh",
+CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "status.py", "install.sh",
               "mako-zero.service", "config.example.yaml", "requirements.txt")
 CODE_DIRS = ("mako", "prompts", "seed", "tests", "bench", ".venv", "venv", ".git", ".ci")
 # Files under state/ that only the wrapper (or the operator) writes.
 STATE_PROTECTED = ("MISSION.md", "CAPABILITIES.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
-                   "compact_pending.flag")
+                   "compact_pending.flag", "PAUSED")
 SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*",
                         ".env", ".netrc", ".git-credentials", "*.secret")
 WRITE_MODES = ("write", "append")
@@ -145,6 +145,8 @@ class PathPolicy:
         if reason:
             return reason
         state = Path(os.path.realpath(self.cfg.paths.state))
+        if state / "PAUSED" in target.parents:  # a folder at that name would pause the agent too
+            return "state/PAUSED is the operator's pause switch"
         if target.parent == state:
             if target.name in STATE_PROTECTED:
                 return f"state/{target.name} is the operator's or the wrapper's"

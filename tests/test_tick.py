@@ -146,7 +146,7 @@ REFUSED_PATHS = [
     "prompts/system.md", "state/MISSION.md", "state/CAPABILITIES.md", "state/INBOX.md",
     "state/tick_counter.txt", "state/next_notes.json", "state/compact_pending.flag", "state/JOURNAL.md",
     "pending/pending_actions.jsonl", "archive/inbox-20260101-000000.md", "state/.mako/tick.lock",
-    "seed/MISSION.md", "logs/metrics.csv", "README.md",
+    "seed/MISSION.md", "logs/metrics.csv", "README.md", "state/PAUSED", "state/PAUSED/reason.md",
 ]
 
 
