@@ -1,0 +1,356 @@
+"""What `status.py` shows (§21): the agent at a glance, from bounded reads only.
+
+Every figure comes from a small file or the tail of a large one (metrics.csv from its end back to the
+start of the last 24 hours, the approval queue's tail, the spend ledger's tail), so a year of history
+costs what a day does. Nothing is written. Each line is computed on its own: a missing, torn or junk file
+makes that one line say "unknown (why)" and the rest still print. Text from files the model or the web
+can reach is shown through `display.visible`, so no escape sequence reaches the terminal.
+
+The agent is *degraded* (exit 1) when the primary provider is in a failing episode (see mako/health.py),
+the last 3 ticks failed, or no tick ran for 3 tick intervals while not paused.
+"""
+
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+
+from . import health
+from .fileio import read_head, read_text, tail_lines
+from .logs import METRICS_COLUMNS
+from .pause import paused_reason
+from .stats import _parse_line, _records, parse_ts
+
+DAY_S = 86400
+BLOCK = 64 * 1024
+METRICS_TAIL_MAX_BYTES = 8 * 1024 * 1024
+QUEUE_TAIL_LINES = 2000
+LEDGER_TAIL_LINES = 5000
+LOGS_MAX_ENTRIES = 50000
+STALE_INTERVALS = 3
+FAILED_IN_A_ROW = 3
+CLAIM_RE = re.compile(r"^claim-\d+-(\d+)\.md$")
+OUTCOME_RE = re.compile(rb'"outcome":\s*"([^"\\]{0,40})"')
+
+
+# -- small readers ----------------------------------------------------------------------------------------
+
+def _json_file(path, max_bytes=1024 * 1024):
+    """A small JSON object file, or {} when missing; raises ValueError on junk."""
+    try:
+        data, _ = read_head(path, max_bytes)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    value = json.loads(data.decode("utf-8", "replace")) if data.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _iso(epoch):
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def _oldest_stamp(data, ts_at):
+    """The time of the first whole row in a block read from the middle of the file (inf when none shows).
+
+    The block's first line may be cut, and a line may be the continuation of a quoted cell, so the first
+    few lines are tried."""
+    for line in data.split(b"\n", 5)[1:5]:
+        cells = _parse_line(line.decode("utf-8", "replace"))
+        stamp = parse_ts(cells[ts_at]) if len(cells) > ts_at else None
+        if stamp is not None:
+            return stamp.timestamp()
+    return float("inf")
+
+
+def metrics_tail(path, since, max_bytes=METRICS_TAIL_MAX_BYTES):
+    """(rows, complete) of metrics.csv from its end back to the first row older than `since`.
+
+    Rows are dicts keyed by the file's own header (an older header still reads); a torn row (a crash
+    mid-append) is left out. `complete` is False when the window went past `max_bytes` of file.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
+        header = [h.strip() for h in _parse_line(head)]
+        if "ts" not in header:
+            header = list(METRICS_COLUMNS)
+        ts_at = header.index("ts")
+        f.seek(0, os.SEEK_END)
+        pos = end = f.tell()
+        data = b""
+        complete = True
+        while pos > 0:
+            step = min(BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+            if pos > 0 and _oldest_stamp(data, ts_at) < since:
+                break
+            if end - pos >= max_bytes:
+                complete = False
+                break
+    lines = data.decode("utf-8", "replace").replace("\x00", "").split("\n")
+    if pos > 0:
+        lines = lines[1:]  # the first line may be cut in half
+    elif lines and lines[0].lstrip("\ufeff").strip() == head.strip():
+        lines = lines[1:]
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines if ln.strip()]
+    rows = []
+    for cells in _records(lines, len(header)):
+        if len(cells) != len(header):
+            continue
+        stamp = parse_ts(cells[ts_at])
+        if stamp is None:
+            continue
+        row = dict(zip(header, cells))
+        row["_ts"] = stamp.timestamp()
+        rows.append(row)
+    return rows, complete
+
+
+def open_from_queue_tail(cfg):
+    """(open count, oldest queued_at, counted the whole queue?) from the queue's tail only.
+
+    Ids queued in the last QUEUE_TAIL_LINES lines and not named by a decision in pending/decisions.jsonl's
+    tail. Used until mako.decisions (the approvals index) is present.
+    """
+    lines = tail_lines(cfg.paths.pending / "pending_actions.jsonl", QUEUE_TAIL_LINES + 1)
+    whole = len(lines) <= QUEUE_TAIL_LINES
+    decided = set()
+    for line in tail_lines(cfg.paths.pending / "decisions.jsonl", QUEUE_TAIL_LINES * 2):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("decision") in ("approved", "rejected", "done"):
+            decided.add(rec.get("id"))
+    queued = {}
+    for line in lines[-QUEUE_TAIL_LINES:]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec["id"] not in decided:
+            queued.setdefault(rec["id"], str(rec.get("queued_at") or ""))
+    stamps = sorted(s for s in queued.values() if parse_ts(s))
+    return len(queued), (stamps[0] if stamps else None), whole
+
+
+def approvals_summary(cfg):
+    try:
+        from .decisions import open_summary
+    except ImportError:
+        count, oldest, whole = open_from_queue_tail(cfg)
+        return {"open": count, "oldest_queued_at": oldest, "counted": "whole queue" if whole else
+                f"last {QUEUE_TAIL_LINES} queue lines"}
+    count, oldest = open_summary(cfg)
+    return {"open": count, "oldest_queued_at": oldest, "counted": "index"}
+
+
+def month_spend(cfg, now):
+    """Pence in the spend ledger for the current UTC month, read from the ledger's tail."""
+    month = time.strftime("%Y-%m", time.gmtime(now))
+    lines = tail_lines(cfg.paths.private / "spend.jsonl", LEDGER_TAIL_LINES)
+    total, complete = 0, len(lines) < LEDGER_TAIL_LINES
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        amount = rec.get("amount_pence")
+        if rec.get("month") == month and isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
+            total += amount
+        elif str(rec.get("month") or "") < month:
+            complete = True  # older months begin here: this month's entries are all in the tail
+    return {"month": month, "pence": total, "ceiling": cfg.tick.budget_ceiling_pence_month,
+            "complete": complete}
+
+
+def cooldowns(cfg, now):
+    """{slot: until epoch} from state/.mako/cooldowns.json (written by mako/llm.py), still running only.
+
+    Read here rather than through mako.llm so status does not import the HTTP stack; an entry counts only
+    while the slot still points at the same base_url, as in llm.Cooldowns.
+    """
+    data = _json_file(cfg.paths.private / "cooldowns.json")
+    out = {}
+    for provider in (cfg.primary, cfg.fallback):
+        entry = data.get(provider.name)
+        until = entry.get("until") if isinstance(entry, dict) else None
+        if (isinstance(until, (int, float)) and until > now
+                and entry.get("base_url") == provider.base_url):
+            out[provider.name] = float(until)
+    return out
+
+
+def inbox_state(cfg):
+    size = 0
+    try:
+        head, _ = read_head(cfg.paths.state / "INBOX.md", 4096)
+        size = os.stat(cfg.paths.state / "INBOX.md").st_size if head.strip() else 0
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        pass
+    held = []
+    try:
+        names = os.listdir(cfg.paths.private / "inbox")
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        m = CLAIM_RE.match(name)
+        if m:
+            held.append(int(m.group(1)))
+    return {"waiting_bytes": size, "held_since_tick": min(held) if held else None, "claims": len(held)}
+
+
+def last_scribe(cfg):
+    n = read_text(cfg.paths.private / "scribe_counter.txt", "").strip()
+    if not n.isdigit():
+        return None
+    path = cfg.paths.logs / "scribe" / f"{int(n):08d}.json"
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            f.seek(max(st.st_size - 4096, 0))
+            m = OUTCOME_RE.search(f.read())
+    except (FileNotFoundError, NotADirectoryError):
+        return {"n": int(n), "at": None, "outcome": None}
+    return {"n": int(n), "at": _iso(st.st_mtime), "outcome": m.group(1).decode() if m else None}
+
+
+def logs_usage(folder):
+    """(bytes, files, complete) under logs/, stopping after LOGS_MAX_ENTRIES entries."""
+    total = files = seen = 0
+    stack = [str(folder)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > LOGS_MAX_ENTRIES:
+                return total, files, False
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+                    files += 1
+            except OSError:
+                continue
+    return total, files, True
+
+
+def next_digest(cfg, last_date, now):
+    if not cfg.digest.enabled:
+        return {"off": True}
+    tm = time.localtime(now)
+    today = time.strftime("%Y-%m-%d", tm)
+    hour = cfg.supervisor.digest_hour_local
+    at = time.mktime((tm.tm_year, tm.tm_mon, tm.tm_mday, hour, 0, 0, 0, 0, -1))
+    if last_date and last_date >= today:
+        at = time.mktime((tm.tm_year, tm.tm_mon, tm.tm_mday + 1, hour, 0, 0, 0, 0, -1))
+    return {"at": _iso(at), "epoch": at}
+
+
+# -- the whole picture ------------------------------------------------------------------------------------
+
+def _section(info, key, fn, *args):
+    try:
+        info[key] = fn(*args)
+    except Exception as e:  # noqa: BLE001 — one unreadable file costs one line, never the report
+        info[key] = {"unknown": f"{type(e).__name__}: {e}"[:200]}
+
+
+def _ticks(cfg, now):
+    path = cfg.paths.logs / "metrics.csv"
+    try:
+        rows, complete = metrics_tail(path, now - DAY_S)
+    except FileNotFoundError:
+        return {"last": None, "day": {"ticks": 0, "failed": 0, "complete": True}, "recent": [],
+                "note": "no logs/metrics.csv yet"}
+    day = [r for r in rows if r["_ts"] >= now - DAY_S]
+    last = rows[-1] if rows else None
+    out = {"day": {"ticks": len(day), "failed": sum(1 for r in day if r.get("outcome", "").strip() != "ok"),
+                   "complete": complete},
+           "recent": [r.get("outcome", "").strip() for r in rows[-FAILED_IN_A_ROW:]], "last": None}
+    if last:
+        n = last.get("tick_n", "").strip()
+        out["last"] = {"n": int(n) if n.isdigit() else None, "outcome": last.get("outcome", "").strip() or None,
+                       "at": _iso(last["_ts"]), "epoch": last["_ts"],
+                       "provider": last.get("provider_used", "").strip() or None,
+                       "model": last.get("model_used", "").strip() or None}
+    return out
+
+
+def _schedule(cfg, now):
+    data = _json_file(cfg.paths.private / "schedule.json")
+    out = {}
+    for key in ("tick_next", "scribe_next"):
+        value = data.get(key)
+        out[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    last = data.get("last_digest_date")
+    out["last_digest_date"] = last if isinstance(last, str) and len(last) <= 10 else None
+    return out
+
+
+def _providers(cfg, now):
+    state = health.load(cfg.paths.private)
+    cooling = cooldowns(cfg, now)
+    out = []
+    for p in (cfg.primary, cfg.fallback):
+        track = state[p.name]
+        item = {"slot": p.name, "model": p.model, "configured": p.configured, "state": "unknown",
+                "cooldown_until": _iso(cooling[p.name]) if p.name in cooling else None}
+        if track["fails"]:
+            item.update(state="failing", since=_iso(track["since"]) if isinstance(track["since"], (int, float))
+                        else None, failed_ticks=track["fails"], last_kind=track["last_kind"],
+                        episode=track["open"], ok_since=track["ok_run"])
+        elif track["last_result"] == "ok":
+            item["state"] = "ok"
+        out.append(item)
+    return out
+
+
+def collect(cfg, now=None):
+    """Every status figure as a JSON-ready dict; never raises."""
+    now = time.time() if now is None else now
+    info = {"now": _iso(now), "now_epoch": now, "root": str(cfg.paths.root),
+            "tick_interval_s": cfg.supervisor.tick_interval_s}
+    _section(info, "paused", paused_reason, cfg.paths)
+    _section(info, "ticks", _ticks, cfg, now)
+    _section(info, "schedule", _schedule, cfg, now)
+    _section(info, "inbox", inbox_state, cfg)
+    _section(info, "approvals", approvals_summary, cfg)
+    _section(info, "providers", _providers, cfg, now)
+    _section(info, "spend", month_spend, cfg, now)
+    _section(info, "scribe", last_scribe, cfg)
+    _section(info, "logs", lambda: dict(zip(("bytes", "files", "complete"), logs_usage(cfg.paths.logs))))
+    last_date = info["schedule"].get("last_digest_date") if "unknown" not in info["schedule"] else None
+    _section(info, "digest", next_digest, cfg, last_date, now)
+    info["scribe_enabled"] = cfg.scribe.enabled
+    info["problems"] = problems(cfg, info, now)
+    info["healthy"] = not info["problems"]
+    return info
+
+
+def problems(cfg, info, now):
+    """Why the agent is degraded (empty when it is healthy)."""
+    out = []
+    for p in info["providers"] if isinstance(info["providers"], list) else ():
+        if p["slot"] == "primary" and p.get("episode"):
+            out.append(f"the primary is failing ({p['failed_ticks']} ticks)")
+    ticks = info["ticks"]
+    recent = ticks.get("recent") or []
+    if len(recent) >= FAILED_IN_A_ROW and all(o != "ok" for o in recent):
+        out.append(f"the last {FAILED_IN_A_ROW} ticks failed")
+    last = ticks.get("last")
+    stale = STALE_INTERVALS * cfg.supervisor.tick_interval_s
+    if last and not isinstance(info["paused"], str) and now - last["epoch"] > stale:
+        out.append(f"no tick for {round((now - last['epoch']) / 60)} min (over {STALE_INTERVALS} intervals)")
+    return out
+

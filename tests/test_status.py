@@ -1,0 +1,253 @@
+"""status.py (§21): every line present even when unknown, bounded reads, exit 0 / 1 / 78, nothing hidden."""
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import reply
+from fakes import Reply, ollama_usage_limit
+
+import status
+from mako.status import metrics_tail
+
+LABELS = ("health", "paused", "last tick", "last 24h", "next tick", "next scribe", "next digest", "inbox",
+          "approvals", "primary", "fallback", "spend", "last digest", "last scribe", "logs")
+
+
+def run_status(root, capsys, *args):
+    rc = status.main(["--config", str(root.config_path), *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def fields(out):
+    """{label: value} of the screen (the first line is the heading)."""
+    lines = out.splitlines()
+    got = {}
+    for line in lines[1:]:
+        label, _, value = line.partition(":")
+        got[label] = value.strip()
+    return got
+
+
+def assert_every_line(out):
+    got = fields(out)
+    assert list(got) == list(LABELS), out
+    assert "Traceback" not in out
+    return got
+
+
+def snapshot(path):
+    out = {}
+    for dirpath, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            out[full] = os.lstat(full).st_mtime_ns
+    return out
+
+
+def test_status_after_real_ticks_shows_each_item(root, capsys):
+    root.p("state").mkdir(parents=True)
+    root.p("state/INBOX.md").write_text("Please look at the plan.\n")
+    root.ollama.reply_content(reply(work_done="read it", actions=[
+        {"type": "email_send", "to": "ed@example.com", "subject": "Hi", "body": "draft"}]))
+    assert root.tick() == 0
+    assert root.tick() == 0
+    rc, out, err = run_status(root, capsys)
+    assert rc == 0, out
+    got = assert_every_line(out)
+    assert got["health"] == "ok" and got["paused"] == "no"
+    assert got["last tick"].startswith("#2 ok · ") and got["last tick"].endswith(" ago · primary/qwen3.5")
+    assert got["last 24h"] == "2 ticks, 0 failed"
+    assert got["inbox"] == "empty"
+    assert got["approvals"].startswith("1 open, oldest ")
+    assert got["primary"] == "qwen3.5: ok" and got["fallback"] == "qwen3.6: no answer recorded yet"
+    assert got["spend"].startswith("0p of 10000p this month (")
+    assert got["next tick"].endswith("(estimated from the last tick)")
+    assert got["last digest"] == "none recorded" and got["last scribe"] == "none yet"
+    assert got["logs"].endswith(" files") and not got["logs"].startswith("0 B")
+
+
+def test_status_json_has_the_same_figures(root, capsys):
+    assert root.tick() == 0
+    rc, out, _ = run_status(root, capsys, "--json")
+    data = json.loads(out)
+    assert rc == 0 and data["healthy"] is True and data["problems"] == []
+    assert data["ticks"]["last"]["n"] == 1 and data["ticks"]["last"]["outcome"] == "ok"
+    assert [p["slot"] for p in data["providers"]] == ["primary", "fallback"]
+    assert out.isascii()
+
+
+def test_status_fresh_root_with_no_ticks_and_no_state_changes_nothing(tmp_path, ollama, openai, telegram, capsys):
+    from conftest import Root
+
+    root = Root(tmp_path / "fresh", ollama, openai, telegram)
+    before = snapshot(root.path)
+    rc, out, _ = run_status(root, capsys)
+    assert rc == 0
+    got = assert_every_line(out)
+    assert got["last tick"] == "none yet (no logs/metrics.csv yet)"
+    assert got["next tick"] == "unknown (not in the schedule yet)"
+    assert snapshot(root.path) == before  # not even state/.mako/ was created
+
+
+def test_status_torn_last_metrics_row_shows_the_last_whole_one(root, capsys):
+    assert root.tick() == 0
+    assert root.tick() == 0
+    with open(root.p("logs/metrics.csv"), "a") as f:
+        f.write(time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()) + ",3,norm")
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 0 and got["last tick"].startswith("#2 ok")
+    assert got["last 24h"] == "2 ticks, 0 failed"
+
+
+def test_status_metrics_with_an_older_header_or_renamed_aside(root, capsys):
+    assert root.tick() == 0
+    metrics = root.p("logs/metrics.csv")
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    metrics.write_text(f"ts,tick_n,mode,provider_used,outcome\n{now},7,normal,fallback,ok\n")
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert got["last tick"].startswith("#7 ok · ") and got["last tick"].endswith("fallback/-")
+    # The next tick renames that file aside; until it runs there is no metrics.csv at all.
+    metrics.rename(root.p("logs/metrics.20260101-000000.1.old.csv"))
+    rc, out, _ = run_status(root, capsys)
+    assert assert_every_line(out)["last tick"] == "none yet (no logs/metrics.csv yet)"
+    assert root.tick() == 0 and root.p("logs/metrics.csv").exists()
+
+
+@pytest.mark.parametrize("junk", [b"{not json", b"[1, 2]", b"\xff\xfe\x00", b""])
+def test_status_corrupt_schedule_file_is_one_unknown_line(root, capsys, junk):
+    assert root.tick() == 0
+    root.p("state/.mako/schedule.json").write_bytes(junk)
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 0
+    if junk:
+        assert got["next scribe"].startswith("unknown (")
+
+
+def test_status_missing_private_folder_and_junk_files(root, capsys):
+    assert root.tick() == 0
+    import shutil
+    shutil.rmtree(root.p("state/.mako"))
+    root.p("pending/pending_actions.jsonl").write_bytes(b'{"id": "q1", "queued_at": "x"\n\x00\x01junk\n')
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 0 and got["approvals"] == "0 open"
+
+
+def test_status_degraded_when_the_primary_fails_for_three_ticks(root, capsys):
+    root.ollama.push("/api/chat", *[Reply(500, {"error": "boom"})] * 3)
+    for _ in range(3):
+        assert root.tick() == 0
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 1
+    assert got["health"] == "DEGRADED: the primary is failing (3 ticks)"
+    assert got["primary"].startswith("qwen3.5: failing since ") and got["primary"].endswith(
+        ", 3 ticks (last: http_500)")
+    assert got["fallback"] == "qwen3.6: ok"
+
+
+def test_status_degraded_when_the_last_three_ticks_failed(root, capsys):
+    root.write_config(health={"alert_after_ticks": 10})
+    root.ollama.push("/api/chat", *[Reply(200, {"message": {"role": "assistant", "content": "no json"},
+                                                "done": True})] * 3)
+    for _ in range(3):
+        assert root.tick() == 1
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 1 and got["health"] == "DEGRADED: the last 3 ticks failed"
+    assert got["last 24h"] == "3 ticks, 3 failed"
+
+
+def test_status_degraded_when_no_tick_for_three_intervals_unless_paused(root, capsys):
+    root.write_config(supervisor={"tick_interval_s": 60})
+    assert root.tick() == 0
+    metrics = root.p("logs/metrics.csv")
+    old = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 200))
+    lines = metrics.read_text().splitlines()
+    lines[1] = old + lines[1][lines[1].index(","):]
+    metrics.write_text("\n".join(lines) + "\n")
+    rc, out, _ = run_status(root, capsys)
+    assert rc == 1 and fields(out)["health"].startswith("DEGRADED: no tick for 3 min")
+    root.p("state/PAUSED").write_text("moving hosts\n")
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert rc == 0 and got["paused"] == "yes: moving hosts (remove state/PAUSED to resume)"
+    assert got["next tick"] == "paused" and got["next scribe"] == "paused"
+
+
+def test_status_inbox_held_in_a_claim_after_a_failed_tick(root, capsys):
+    root.p("state").mkdir(parents=True)
+    root.p("state/INBOX.md").write_text("first message\n")
+    root.ollama.push("/api/chat", Reply(500, {"error": "x"}))
+    root.openai.push("/chat/completions", Reply(500, {"error": {"message": "y"}}))
+    assert root.tick() == 1
+    root.p("state/INBOX.md").write_text("second message\n")
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert got["inbox"] == ("waiting (15 B in state/INBOX.md) · held in a claim since tick #1 "
+                            "(shown again until a tick succeeds)")
+
+
+def test_status_cool_down_and_spend(root, capsys):
+    root.ollama.push("/api/chat", ollama_usage_limit())
+    root.openai.reply_content(reply(work_done="on the fallback", actions=[
+        {"type": "spend", "amount_pence": 150, "reason": "domain"}]))
+    assert root.tick() == 0
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert " · cool-down until " in got["primary"] and "(last: usage_limit)" in got["primary"]
+    assert got["spend"].startswith("150p of 10000p this month")
+
+
+def test_status_model_reachable_text_is_made_visible(root, capsys):
+    assert root.tick() == 0
+    metrics = root.p("logs/metrics.csv")
+    lines = metrics.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[5] = '"evil\x1b[2J\u202emodel"'  # model_used
+    metrics.write_text("\n".join([lines[0], ",".join(cells)]) + "\n")
+    root.p("state/PAUSED").write_text("stop \x1b]0;pwned\x07 now\u2028x\n")
+    rc, out, _ = run_status(root, capsys)
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out and "\u2028" not in out
+    got = assert_every_line(out)
+    assert got["last tick"].endswith("primary/evil\\x1b[2J\\u202emodel")
+    assert "stop \\x1b]0;pwned\\x07 now x" in got["paused"]
+
+
+def test_status_bad_config_exits_78_with_one_line(root, capsys):
+    root.config_path.write_text("llm: {}\nsupervisor: {tick_interval_s: soon}\n")
+    rc, out, err = run_status(root, capsys)
+    assert rc == 78 and out == "" and err.count("\n") == 1 and "supervisor.tick_interval_s" in err
+
+
+def test_status_as_a_subprocess_after_a_scribe_run(root):
+    assert root.tick() == 0
+    assert root.run("scribe.py").returncode in (0, 1)
+    r = root.run("status.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = assert_every_line(r.stdout)
+    assert got["last scribe"].startswith("#1 ") and got["last scribe"].endswith(" ago")
+
+
+def test_metrics_tail_reads_only_the_window(tmp_path):
+    path = tmp_path / "metrics.csv"
+    from mako.logs import METRICS_COLUMNS
+    start = int(time.time()) - 10 * 86400
+    rows = [",".join(METRICS_COLUMNS)]
+    for i in range(20000):
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + i * 60))
+        rows.append(f'{ts},{i + 1},normal,1,primary,m,1,1,0,0,0,true,"a, ""quoted""\nflag",false,0,ok,1,1,1')
+    path.write_text("\n".join(rows) + "\n")
+    since = start + 19000 * 60
+    got, complete = metrics_tail(path, since)
+    assert complete and got[-1]["tick_n"] == "20000"
+    assert [r for r in got if r["_ts"] >= since][0]["tick_n"] == "19001"
+    assert len(got) < 1000 + 300  # the window and at most one block more, not the whole file
+    assert got[-1]["drift_flag"] == 'a, "quoted"\nflag'
