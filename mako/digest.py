@@ -11,6 +11,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
+from . import health
 from .approvals import read_queue
 from .fileio import read_text, tail_lines
 from .redact import Redactor
@@ -24,6 +25,7 @@ JOURNAL_LINE_MAX = 300
 FOCUS_MAX = 600
 DRIFT_LISTED = 10
 DRIFT_MAX = 160
+HISTORY_TAIL_MAX = 50000
 
 FOCUS_LINE_RE = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?focus(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$", re.I)
 FOCUS_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?:current\s+)?focus\s*:?\s*#*\s*$", re.I)
@@ -117,6 +119,11 @@ def collect(cfg, now=None):
         fig["wall"] = summarize(numbers(table.col("wall_s")))
         ticks = table.col("tick_n")
         fig["drift"] = [(ticks[i].strip(), d.strip()) for i, d in enumerate(table.col("drift_flag")) if d.strip()]
+        fig["providers"] = health.provider_figures(table)
+        # The history holds one line per tick: the window's worth of its tail is enough.
+        lines = min(int(hours * 3600 / cfg.supervisor.tick_interval_s) + 100, HISTORY_TAIL_MAX)
+        fig["provider_kinds"] = health.failure_kinds(health.read_history(cfg.paths.private, lines),
+                                                    since.timestamp())
 
     queue = read_queue(cfg.paths.pending / "pending_actions.jsonl")
     fig["pending"] = len(queue)
@@ -148,6 +155,7 @@ def render(fig):
         if fig["failure_kinds"]:
             line += ": " + ", ".join(f"{c} {k}" for k, c in fig["failure_kinds"])
         out.append(line)
+        out += health.provider_lines(fig["providers"], fig["provider_kinds"])
         out.append(f"Compactions: {fig['compactions']:,} · compact_now requested {fig['compact_now']:,}×")
         out.append(f"Actions: {_n(fig['executed'])} executed, {_n(fig['queued'])} queued")
         tokens = f"Tokens: prompt {_n(fig['prompt_tokens'])} · completion {_n(fig['completion_tokens'])} · " \

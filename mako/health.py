@@ -228,3 +228,41 @@ def failure_kinds(records, since=None):
                 counts[(slot, kind)] = counts.get((slot, kind), 0) + 1
     return sorted(((s, k, c) for (s, k), c in counts.items()), key=lambda t: (-t[2], t[0], t[1]))
 
+
+
+# -- provider health for digest and analyse ---------------------------------------------------------------
+
+ALL_FAILED_OUTCOMES = ("provider_error", "timeout")
+
+
+def provider_figures(table):
+    """Who answered, over the rows of a metrics Table: the primary, the fallback, or nobody.
+
+    A row without a provider whose outcome is not a provider failure (a tick that failed before calling
+    one) is left out. The primary's failure rate is the share of ticks it did not answer.
+    """
+    used = [u.strip() for u in table.col("provider_used")]
+    outcomes = [o.strip() for o in table.col("outcome")]
+    primary = used.count("primary")
+    fallback = used.count("fallback")
+    nobody = sum(1 for u, o in zip(used, outcomes) if not u and o in ALL_FAILED_OUTCOMES)
+    reached = primary + fallback + nobody
+    return {"reached": reached, "primary": primary, "fallback": fallback, "nobody": nobody,
+            "primary_failure_rate": 100.0 * (fallback + nobody) / reached if reached else 0.0,
+            "fallback_share": 100.0 * fallback / reached if reached else 0.0}
+
+
+def provider_lines(figures, kinds):
+    """Text lines on provider health: failure rate, fallback share, failure kinds by slot."""
+    f = figures
+    if not f["reached"]:
+        return ["Providers: no tick reached a provider"]
+    lines = [f"Providers: primary failed on {f['fallback'] + f['nobody']:,} of {f['reached']:,} ticks "
+             f"({f['primary_failure_rate']:.1f}%) · fallback answered {f['fallback']:,} "
+             f"({f['fallback_share']:.1f}%) · none answered {f['nobody']:,}"]
+    by_slot = {}
+    for slot, kind, count in kinds:
+        by_slot.setdefault(slot, []).append(f"{count:,} {kind}")
+    text = "; ".join(f"{slot} {', '.join(parts)}" for slot, parts in by_slot.items())
+    lines.append(f"  failure kinds: {text or 'none recorded'}")
+    return lines

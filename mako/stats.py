@@ -364,8 +364,8 @@ def _span_lines(table, tick_interval_s, mean_wall):
     return lines
 
 
-def report(table, source, tick_interval_s):
-    """The soak report for a non-empty Table, as text."""
+def report(table, source, tick_interval_s, provider_health=()):
+    """The soak report for a non-empty Table, as text; `provider_health` lines go after the providers."""
     n = len(table)
     out = [f"metrics: {source}",
            f"rows: {n:,}" + (f" ({table.skipped:,} unreadable rows skipped)" if table.skipped else ""), ""]
@@ -383,6 +383,8 @@ def report(table, source, tick_interval_s):
                + (f" · parse_ok unknown: {parse_unknown:,}" if parse_unknown else ""))
     for title, name in (("Modes", "mode"), ("Providers", "provider_used"), ("Models", "model_used")):
         out += ["", title] + _count_lines(counts(table.col(name)), n)
+    if provider_health:
+        out += ["", *provider_health]
 
     for name, unit, fmt in DISTRIBUTIONS:
         s = wall if name == "wall_s" else summarize(numbers(table.col(name)))
