@@ -101,12 +101,13 @@ def _lines(info, now):
     if _unknown(appr):
         value = f"unknown ({appr['unknown']})"
     else:
-        value = f"{appr['open']} open"
+        partial = appr["counted"] not in ("index", "whole queue")
+        value = f"{'at least ' if partial else ''}{appr['open']} open"
         oldest = _epoch(appr["oldest_queued_at"])
         if oldest is not None:
             value += f", oldest {_ago(now - oldest)}"
-        if appr["counted"] not in ("index", "whole queue"):
-            value += f" (in the {appr['counted']})"
+        if partial:
+            value += f" (counted in the {appr['counted']})"
     out.append(("approvals", value))
     providers = info["providers"]
     if _unknown(providers):
