@@ -10,6 +10,7 @@ from .display import visible
 from .stats import parse_ts
 
 DAY_S = 86400
+NO_SCHEDULE = "unknown (no schedule yet: the supervisor has not run here)"
 
 def _ago(seconds):
     seconds = max(int(seconds), 0)
@@ -32,8 +33,6 @@ def _epoch(iso_text):
 
 
 def _due(epoch, now):
-    if epoch is None:
-        return "unknown (not in the schedule yet)"
     if epoch <= now:
         return f"due now (since {_local(epoch)})" if now - epoch > 120 else "due now"
     return f"in {_ago(epoch - now)} ({_local(epoch)})"
@@ -81,7 +80,7 @@ def _lines(info, now):
         elif sched[key] is None and role == "tick" and not _unknown(ticks) and ticks["last"]:
             value = _due(ticks["last"]["epoch"] + info["tick_interval_s"], now) + " (estimated from the last tick)"
         else:
-            value = _due(sched[key], now)
+            value = _due(sched[key], now) if sched[key] is not None else NO_SCHEDULE
         out.append((f"next {role}", value))
     digest = info["digest"]
     out.append(("next digest", f"unknown ({digest['unknown']})" if _unknown(digest) else

@@ -89,7 +89,7 @@ def test_status_fresh_root_with_no_ticks_and_no_state_changes_nothing(tmp_path, 
     assert rc == 0
     got = assert_every_line(out)
     assert got["last tick"] == "none yet (no logs/metrics.csv yet)"
-    assert got["next tick"] == "unknown (not in the schedule yet)"
+    assert got["next tick"] == "unknown (no schedule yet: the supervisor has not run here)"
     assert snapshot(root.path) == before  # not even state/.mako/ was created
 
 
