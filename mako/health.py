@@ -23,9 +23,11 @@ posted only for an episode whose alert went out. Any error here is logged, never
 
 import json
 import logging
+import os
+import stat
 import time
 
-from .fileio import append, atomic_write, read_text, tail_lines
+from .fileio import append, atomic_write, displace, read_text, tail_lines
 
 log = logging.getLogger("mako.health")
 
@@ -64,9 +66,17 @@ def _fits(default, value):
     return value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool))
 
 
+def _regular(path):
+    """Whether a regular file is there (a FIFO planted in its place would block a read forever)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def load(private):
     """The health state (one track per watched subject); a missing, corrupt or odd field reads as fresh."""
-    text = read_text(private / HEALTH_FILE, "")
+    text = read_text(private / HEALTH_FILE, "") if _regular(private / HEALTH_FILE) else ""
     try:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
@@ -131,6 +141,7 @@ def recovery_text(name, track):
 
 def _append_history(private, line):
     path = private / HISTORY_FILE
+    displace(path)  # a folder or FIFO planted there is moved aside; appends never block on it
     try:
         if path.stat().st_size > HISTORY_MAX_BYTES:
             # Keep the newest half: the history serves recent figures, the metrics keep the long view.
@@ -199,6 +210,8 @@ def safe_record_tick(cfg, tick_n, outcome, attempts, telegram, errors=None, cloc
 def read_history(private, max_lines=None):
     """Records of health.jsonl (the newest `max_lines` when given), oldest first; torn or junk lines skipped."""
     path = private / HISTORY_FILE
+    if not _regular(path):
+        return []
     if max_lines is not None:
         lines = tail_lines(path, max_lines)
     else:

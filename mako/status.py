@@ -13,11 +13,12 @@ the last 3 ticks failed, or no tick ran for 3 tick intervals while not paused.
 import json
 import os
 import re
+import stat
 import time
 from datetime import datetime, timezone
 
 from . import health
-from .fileio import read_head, read_text, tail_lines
+from .fileio import read_head, tail_lines
 from .logs import METRICS_COLUMNS
 from .pause import paused_reason
 from .stats import _parse_line, _records, parse_ts
@@ -36,12 +37,26 @@ OUTCOME_RE = re.compile(rb'"outcome":\s*"([^"\\]{0,40})"')
 
 # -- small readers ----------------------------------------------------------------------------------------
 
+def _regular(path):
+    """True for a regular file, False when nothing is there. Anything else raises: a FIFO planted by a
+    shell action would block the read forever, and status must never hang."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{os.path.basename(path)} is not a regular file")
+    return True
+
+
+def _tail(path, n):
+    return tail_lines(path, n) if _regular(path) else []
+
 def _json_file(path, max_bytes=1024 * 1024):
     """A small JSON object file, or {} when missing; raises ValueError on junk."""
-    try:
-        data, _ = read_head(path, max_bytes)
-    except (FileNotFoundError, NotADirectoryError):
+    if not _regular(path):
         return {}
+    data, _ = read_head(path, max_bytes)
     value = json.loads(data.decode("utf-8", "replace")) if data.strip() else {}
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
@@ -71,6 +86,8 @@ def metrics_tail(path, since, max_bytes=METRICS_TAIL_MAX_BYTES):
     Rows are dicts keyed by the file's own header (an older header still reads); a torn row (a crash
     mid-append) is left out. `complete` is False when the window went past `max_bytes` of file.
     """
+    if not _regular(path):
+        raise FileNotFoundError(path)
     with open(path, "rb") as f:
         head = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
         header = [h.strip() for h in _parse_line(head)]
@@ -116,10 +133,10 @@ def open_from_queue_tail(cfg):
     Ids queued in the last QUEUE_TAIL_LINES lines and not named by a decision in pending/decisions.jsonl's
     tail. Used until mako.decisions (the approvals index) is present.
     """
-    lines = tail_lines(cfg.paths.pending / "pending_actions.jsonl", QUEUE_TAIL_LINES + 1)
+    lines = _tail(cfg.paths.pending / "pending_actions.jsonl", QUEUE_TAIL_LINES + 1)
     whole = len(lines) <= QUEUE_TAIL_LINES
     decided = set()
-    for line in tail_lines(cfg.paths.pending / "decisions.jsonl", QUEUE_TAIL_LINES * 2):
+    for line in _tail(cfg.paths.pending / "decisions.jsonl", QUEUE_TAIL_LINES * 2):
         try:
             rec = json.loads(line)
         except ValueError:
@@ -152,7 +169,7 @@ def approvals_summary(cfg):
 def month_spend(cfg, now):
     """Pence in the spend ledger for the current UTC month, read from the ledger's tail."""
     month = time.strftime("%Y-%m", time.gmtime(now))
-    lines = tail_lines(cfg.paths.private / "spend.jsonl", LEDGER_TAIL_LINES)
+    lines = _tail(cfg.paths.private / "spend.jsonl", LEDGER_TAIL_LINES)
     total, complete = 0, len(lines) < LEDGER_TAIL_LINES
     for line in lines:
         try:
@@ -189,11 +206,9 @@ def cooldowns(cfg, now):
 
 def inbox_state(cfg):
     size = 0
-    try:
-        head, _ = read_head(cfg.paths.state / "INBOX.md", 4096)
-        size = os.stat(cfg.paths.state / "INBOX.md").st_size if head.strip() else 0
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        pass
+    inbox = cfg.paths.state / "INBOX.md"
+    if _regular(inbox) and read_head(inbox, 4096)[0].strip():
+        size = os.stat(inbox).st_size
     held = []
     try:
         names = os.listdir(cfg.paths.private / "inbox")
@@ -207,17 +222,17 @@ def inbox_state(cfg):
 
 
 def last_scribe(cfg):
-    n = read_text(cfg.paths.private / "scribe_counter.txt", "").strip()
+    counter = cfg.paths.private / "scribe_counter.txt"
+    n = read_head(counter, 64)[0].decode("ascii", "replace").strip() if _regular(counter) else ""
     if not n.isdigit():
         return None
     path = cfg.paths.logs / "scribe" / f"{int(n):08d}.json"
-    try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            f.seek(max(st.st_size - 4096, 0))
-            m = OUTCOME_RE.search(f.read())
-    except (FileNotFoundError, NotADirectoryError):
+    if not _regular(path):
         return {"n": int(n), "at": None, "outcome": None}
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        f.seek(max(st.st_size - 4096, 0))
+        m = OUTCOME_RE.search(f.read())
     return {"n": int(n), "at": _iso(st.st_mtime), "outcome": m.group(1).decode() if m else None}
 
 
@@ -300,12 +315,15 @@ def _schedule(cfg, now):
 
 def _providers(cfg, now):
     state = health.load(cfg.paths.private)
-    cooling = cooldowns(cfg, now)
+    try:
+        cooling, cooling_error = cooldowns(cfg, now), None
+    except (OSError, ValueError) as e:
+        cooling, cooling_error = {}, f"unknown ({type(e).__name__}: {e})"[:200]
     out = []
     for p in (cfg.primary, cfg.fallback):
         track = state[p.name]
         item = {"slot": p.name, "model": p.model, "configured": p.configured, "state": "unknown",
-                "cooldown_until": _iso(cooling[p.name]) if p.name in cooling else None}
+                "cooldown_until": _iso(cooling[p.name]) if p.name in cooling else cooling_error}
         if track["fails"]:
             item.update(state="failing", since=_iso(track["since"]) if isinstance(track["since"], (int, float))
                         else None, failed_ticks=track["fails"], last_kind=track["last_kind"],

@@ -110,7 +110,7 @@ def _lines(info, now):
     out.append(("approvals", value))
     providers = info["providers"]
     if _unknown(providers):
-        out.append(("providers", f"unknown ({providers['unknown']})"))
+        out += [(slot, f"unknown ({providers['unknown']})") for slot in ("primary", "fallback")]
     else:
         for p in providers:
             out.append((p["slot"], _provider(p, now)))
@@ -147,9 +147,11 @@ def _provider(p, now):
             head += f", answering again for {p['ok_since']}"
     else:
         head += "ok" if p["state"] == "ok" else "no answer recorded yet"
-    until = _epoch(p.get("cooldown_until"))
-    if until:
-        head += f" · cool-down until {_local(until)}"
+    until = p.get("cooldown_until")
+    if until and until.startswith("unknown"):
+        head += f" · cool-down {until}"
+    elif _epoch(until):
+        head += f" · cool-down until {_local(_epoch(until))}"
     return head
 
 

@@ -251,3 +251,26 @@ def test_metrics_tail_reads_only_the_window(tmp_path):
     assert [r for r in got if r["_ts"] >= since][0]["tick_n"] == "19001"
     assert len(got) < 1000 + 300  # the window and at most one block more, not the whole file
     assert got[-1]["drift_flag"] == 'a, "quoted"\nflag'
+
+
+def test_status_never_blocks_on_a_fifo_or_folder_planted_in_place_of_a_file(root, capsys):
+    assert root.tick() == 0
+    for rel in ("logs/metrics.csv", "state/.mako/schedule.json", "state/INBOX.md", "state/.mako/health.json",
+                "pending/pending_actions.jsonl", "state/.mako/cooldowns.json"):
+        path = root.p(rel)
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+    root.p("state/.mako/spend.jsonl").mkdir()
+    r = root.run("status.py", timeout=20)
+    got = assert_every_line(r.stdout)
+    assert got["last tick"] == "unknown (OSError: metrics.csv is not a regular file)"
+    assert got["inbox"].startswith("unknown (") and got["spend"].startswith("unknown (")
+    # The next tick moves the health history aside rather than block on it.
+    root.p("state/.mako/health.jsonl").unlink()
+    os.mkfifo(root.p("state/.mako/health.jsonl"))
+    root.p("state/.mako/health.json").unlink()
+    root.p("logs/metrics.csv").unlink()
+    root.p("state/.mako/cooldowns.json").unlink()
+    root.p("state/INBOX.md").unlink()
+    assert root.tick() == 0
+    assert root.p("state/.mako/health.jsonl").is_file()
