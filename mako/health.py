@@ -58,12 +58,21 @@ def fresh_track():
             "alert_sent": False}
 
 
-def _fits(default, value):
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool))
+TIMES = ("since", "last_at")
+TEXTS = ("last_kind", "last_result")
+
+
+def _fits(key, default, value):
+    """Whether a saved value has the type its field needs (anything else reads as fresh)."""
+    if value is None:
+        return default is None
+    if isinstance(value, bool) or isinstance(default, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if key in TIMES:
+        return isinstance(value, (int, float))
+    if key in TEXTS:
+        return isinstance(value, str)
+    return isinstance(value, int) and value >= 0
 
 
 def _regular(path):
@@ -86,7 +95,7 @@ def load(private):
         track = fresh_track()
         saved = data.get(name) if isinstance(data, dict) else None
         if isinstance(saved, dict):
-            track.update({k: v for k, v in saved.items() if k in track and _fits(track[k], v)})
+            track.update({k: v for k, v in saved.items() if k in track and _fits(k, track[k], v)})
         state[name] = track
     return state
 

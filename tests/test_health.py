@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import THREADS, reply
 from fakes import Reply
 
@@ -114,12 +116,19 @@ def test_health_alert_not_delivered_is_sent_on_the_next_tick_once(root):
     assert len(alerts(root)) == 2  # refused once, delivered once, then never again
 
 
-def test_health_corrupt_state_file_reads_as_fresh(root):
+@pytest.mark.parametrize("junk", [
+    '{"primary": {"fails": "many", "open": 3}, "ticks": [',
+    '{"primary": {"since": "yesterday", "since_tick": -4, "last_kind": 7, "alert_sent": 1}, "ticks": 5}',
+    '[1, 2, 3]',
+])
+def test_health_corrupt_state_file_reads_as_fresh(root, junk):
     root.tick()
-    root.p("state/.mako/health.json").write_text('{"primary": {"fails": "many", "open": 3}, "ticks": [')
+    root.p("state/.mako/health.json").write_text(junk)
     fail_primary(root, 3)
     ticks(root, 3)
-    assert len(alerts(root)) == 1
+    (alert,) = alerts(root)
+    assert "(3 ticks, last: http_500)" in alert
+    assert not [e for n in range(2, 5) for e in root.payload(n)["errors"] if "health" in e]
 
 
 def test_health_history_trimmed_to_its_newest_half(root, monkeypatch):
