@@ -274,3 +274,22 @@ def test_status_never_blocks_on_a_fifo_or_folder_planted_in_place_of_a_file(root
     root.p("state/INBOX.md").unlink()
     assert root.tick() == 0
     assert root.p("state/.mako/health.jsonl").is_file()
+
+
+def test_status_approvals_count_open_ids_and_the_oldest_age(root, capsys):
+    assert root.tick() == 0
+    now = time.time()
+    queue, decisions = [], []
+    for n, hours in ((1, 50), (2, 30), (3, 2)):
+        action = {"type": "email_send", "to": f"a{n}@example.com", "subject": "s", "body": "b"}
+        from mako.approvals import action_sha256
+        queue.append({"id": f"q{n}", "queued_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00",
+                                                                time.gmtime(now - hours * 3600)),
+                      "tick": 1, "type": "email_send", "action": action, "sha256": action_sha256(action)})
+    decisions.append({"id": "q1", "sha256": queue[0]["sha256"], "decision": "rejected", "by": "cli",
+                      "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now)), "note": "no",
+                      "result": None})
+    root.p("pending/pending_actions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queue))
+    root.p("pending/decisions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decisions))
+    rc, out, _ = run_status(root, capsys)
+    assert assert_every_line(out)["approvals"] == "2 open, oldest 30h 00m"
