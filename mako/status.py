@@ -162,7 +162,7 @@ def approvals_summary(cfg):
         count, oldest, whole = open_from_queue_tail(cfg)
         return {"open": count, "oldest_queued_at": oldest, "counted": "whole queue" if whole else
                 f"last {QUEUE_TAIL_LINES} queue lines"}
-    count, oldest = open_summary(cfg)
+    count, oldest = open_summary(cfg, write=False)  # status writes nothing, not even the index
     return {"open": count, "oldest_queued_at": oldest, "counted": "index"}
 
 
