@@ -27,7 +27,7 @@ def provider_health(cfg, table):
     """Primary failure rate and fallback share from the metrics; failure kinds from the health history
     (state/.mako/health.jsonl, which keeps the most recent months) over the same span."""
     kinds = health.failure_kinds(health.read_history(cfg.paths.private), min(table.ts).timestamp())
-    return health.provider_lines(health.provider_figures(table), kinds)
+    return ["", *health.provider_lines(health.provider_figures(table), kinds)]
 
 
 def main(argv=None):

@@ -364,8 +364,9 @@ def _span_lines(table, tick_interval_s, mean_wall):
     return lines
 
 
-def report(table, source, tick_interval_s, provider_health=()):
-    """The soak report for a non-empty Table, as text; `provider_health` lines go after the providers."""
+def report(table, source, tick_interval_s, extra=()):
+    """The soak report for a non-empty Table, as text; `extra` lines (a section from outside the metrics)
+    go before the recent failures."""
     n = len(table)
     out = [f"metrics: {source}",
            f"rows: {n:,}" + (f" ({table.skipped:,} unreadable rows skipped)" if table.skipped else ""), ""]
@@ -383,8 +384,6 @@ def report(table, source, tick_interval_s, provider_health=()):
                + (f" · parse_ok unknown: {parse_unknown:,}" if parse_unknown else ""))
     for title, name in (("Modes", "mode"), ("Providers", "provider_used"), ("Models", "model_used")):
         out += ["", title] + _count_lines(counts(table.col(name)), n)
-    if provider_health:
-        out += ["", *provider_health]
 
     for name, unit, fmt in DISTRIBUTIONS:
         s = wall if name == "wall_s" else summarize(numbers(table.col(name)))
@@ -413,6 +412,7 @@ def report(table, source, tick_interval_s, provider_health=()):
     out += [f"    {c:>6,}× {_cut(v, 100)}" for v, c in counts(drift)[:5]]
     out.append(f"  compact_now true: {compact_now:,} · compaction ticks: {compactions:,}")
 
+    out += list(extra)
     out += ["", f"Recent failures (last {min(RECENT_FAILURES, len(failed))} of {len(failed):,})"]
     ticks, fails = table.col("tick_n"), table.col("failures")
     for i in failed[-RECENT_FAILURES:]:
