@@ -7,8 +7,7 @@ Run by hand after a soak (`python3 analyse.py --config PATH [--metrics PATH]`); 
 It reports the span and the tick rate against `supervisor.tick_interval_s`, outcomes and parse failures,
 modes, providers and models, the distributions of wall time, input tokens and output characters (mean,
 p50, p95, p99, max — nearest-rank percentiles, see mako/stats.py — each with a text histogram), action
-totals, drift and compaction flags, the last failures, and provider health (the primary's failure rate,
-the fallback's share, failure kinds from state/.mako/health.jsonl).
+totals, drift and compaction flags, the last failures, and provider health (mako/health.py).
 
 Exit codes: 0 report printed (also for a file with no rows: it says "no rows"); 1 no metrics file, or it
 could not be read; 2 bad usage; 78 bad config.
@@ -17,17 +16,10 @@ could not be read; 2 bad usage; 78 bad config.
 import sys
 from pathlib import Path
 
-from mako import health
 from mako.cli import Parser, load_or_exit
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
+from mako.health import analyse_lines
 from mako.stats import read_table, report
-
-
-def provider_health(cfg, table):
-    """Primary failure rate and fallback share from the metrics; failure kinds from the health history
-    (state/.mako/health.jsonl, which keeps the most recent months) over the same span."""
-    kinds = health.failure_kinds(health.read_history(cfg.paths.private), min(table.ts).timestamp())
-    return ["", *health.provider_lines(health.provider_figures(table), kinds)]
 
 
 def main(argv=None):
@@ -51,7 +43,7 @@ def main(argv=None):
         skipped = f" ({table.skipped} unreadable rows skipped)" if table.skipped else ""
         print(f"analyse: no rows in {path}{skipped}", flush=True)
         return EXIT_OK
-    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s, provider_health(cfg, table)))
+    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s, analyse_lines(cfg, table)))
     sys.stdout.flush()
     return EXIT_OK
 

@@ -11,9 +11,9 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from . import health
 from .approvals import read_queue
 from .fileio import read_text, tail_lines
+from .health import failure_kinds, provider_figures, provider_lines, read_history
 from .redact import Redactor
 from .stats import count_if, is_true, numbers, parse_ts, pct, read_table, summarize, total
 from .telegram import TelegramClient
@@ -119,11 +119,10 @@ def collect(cfg, now=None):
         fig["wall"] = summarize(numbers(table.col("wall_s")))
         ticks = table.col("tick_n")
         fig["drift"] = [(ticks[i].strip(), d.strip()) for i, d in enumerate(table.col("drift_flag")) if d.strip()]
-        fig["providers"] = health.provider_figures(table)
+        fig["providers"] = provider_figures(table)
         # The history holds one line per tick: the window's worth of its tail is enough.
         lines = min(int(hours * 3600 / cfg.supervisor.tick_interval_s) + 100, HISTORY_TAIL_MAX)
-        fig["provider_kinds"] = health.failure_kinds(health.read_history(cfg.paths.private, lines),
-                                                    since.timestamp())
+        fig["provider_kinds"] = failure_kinds(read_history(cfg.paths.private, lines), since.timestamp())
 
     queue = read_queue(cfg.paths.pending / "pending_actions.jsonl")
     fig["pending"] = len(queue)
@@ -155,7 +154,7 @@ def render(fig):
         if fig["failure_kinds"]:
             line += ": " + ", ".join(f"{c} {k}" for k, c in fig["failure_kinds"])
         out.append(line)
-        out += health.provider_lines(fig["providers"], fig["provider_kinds"])
+        out += provider_lines(fig["providers"], fig["provider_kinds"])
         out.append(f"Compactions: {fig['compactions']:,} · compact_now requested {fig['compact_now']:,}×")
         out.append(f"Actions: {_n(fig['executed'])} executed, {_n(fig['queued'])} queued")
         tokens = f"Tokens: prompt {_n(fig['prompt_tokens'])} · completion {_n(fig['completion_tokens'])} · " \

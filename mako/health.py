@@ -288,3 +288,10 @@ def provider_lines(figures, kinds):
     text = "; ".join(f"{slot} {', '.join(parts)}" for slot, parts in by_slot.items())
     lines.append(f"  failure kinds: {text or 'none recorded'}")
     return lines
+
+
+def analyse_lines(cfg, table):
+    """analyse.py's provider health section: the primary's failure rate and the fallback's share from the
+    metrics, the failure kinds from the health history (the newest few months) over the same span."""
+    kinds = failure_kinds(read_history(cfg.paths.private), min(table.ts).timestamp())
+    return ["", *provider_lines(provider_figures(table), kinds)]

@@ -14,13 +14,14 @@ import time
 import traceback
 from pathlib import Path
 
-from . import counter, health, inbox as inbox_mod, report
+from . import counter, inbox as inbox_mod, report
 from .actions import ActionContext, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
                      ResponseError)
 from .fileio import FileLock, append, atomic_write, displace, read_text
+from .health import safe_record_tick
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
 from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files
@@ -383,7 +384,7 @@ class Tick:
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
         # Alerts on a failing primary or failing ticks; posted before the payload so it records them.
-        health.safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
+        safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
         run, queued, failed, _ = report.action_counts(self.actions)
         failed += sum(1 for w in self.writes if not w.get("ok"))
         self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
