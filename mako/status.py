@@ -156,6 +156,8 @@ def open_from_queue_tail(cfg):
 
 
 def approvals_summary(cfg):
+    for name in ("pending_actions.jsonl", "decisions.jsonl"):
+        _regular(cfg.paths.pending / name)  # a FIFO there would hang whichever reader comes next
     try:
         from .decisions import open_summary
     except ImportError:
