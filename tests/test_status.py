@@ -272,6 +272,7 @@ def test_status_never_blocks_on_a_fifo_or_folder_planted_in_place_of_a_file(root
     root.p("logs/metrics.csv").unlink()
     root.p("state/.mako/cooldowns.json").unlink()
     root.p("state/INBOX.md").unlink()
+    root.p("pending/pending_actions.jsonl").unlink()
     assert root.tick() == 0
     assert root.p("state/.mako/health.jsonl").is_file()
 
