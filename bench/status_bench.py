@@ -70,6 +70,14 @@ def build(root, now):
                                   "llm": {"primary": {"type": "ollama", "base_url": "http://127.0.0.1:9",
                                                       "model": "qwen3.5"}}}))
     os.chmod(config, 0o600)
+    # A running agent keeps the approvals index current (every tick does); build it as a tick would.
+    try:
+        from mako.config import load_config
+        from mako.decisions import open_summary
+    except ImportError:
+        pass
+    else:
+        open_summary(load_config(config))
     return config
 
 
