@@ -7,7 +7,8 @@ Run by hand after a soak (`python3 analyse.py --config PATH [--metrics PATH]`); 
 It reports the span and the tick rate against `supervisor.tick_interval_s`, outcomes and parse failures,
 modes, providers and models, the distributions of wall time, input tokens and output characters (mean,
 p50, p95, p99, max — nearest-rank percentiles, see mako/stats.py — each with a text histogram), action
-totals, drift and compaction flags, the last failures, and provider health (mako/health.py).
+totals, drift and compaction flags, the last failures with their reason (the last line of each one's
+logs/error-N.log, read from its end), and provider health (mako/health.py).
 
 Exit codes: 0 report printed (also for a file with no rows: it says "no rows"); 1 no metrics file, or it
 could not be read; 2 bad usage; 78 bad config.
@@ -16,9 +17,10 @@ could not be read; 2 bad usage; 78 bad config.
 import sys
 from pathlib import Path
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_exit, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.health import analyse_lines
+from mako.logs import failure_reason
 from mako.stats import read_table, report
 
 
@@ -43,8 +45,13 @@ def main(argv=None):
         skipped = f" ({table.skipped} unreadable rows skipped)" if table.skipped else ""
         print(f"analyse: no rows in {path}{skipped}", flush=True)
         return EXIT_OK
-    sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s, analyse_lines(cfg, table)))
-    sys.stdout.flush()
+    try:
+        # A failed tick's reason is in its error-N.log, beside the metrics file it was counted in.
+        sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s,
+                                reason=lambda n: failure_reason(path.parent, n), extra=analyse_lines(cfg, table)))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
     return EXIT_OK
 
 

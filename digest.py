@@ -3,9 +3,10 @@
 
 The supervisor runs it once per local date at `supervisor.digest_hour_local`; an operator may run it by
 hand (`python3 digest.py --config PATH`, or `--print` to see the text without sending it). It reads
-logs/metrics.csv, pending/pending_actions.jsonl, state/STATE.md and state/JOURNAL.md and writes nothing.
+the tail of logs/metrics.csv and of pending/pending_actions.jsonl, state/STATE.md and state/JOURNAL.md.
 The text goes to the Telegram digest thread (else the log thread); with Telegram off it is printed on
-standard output instead.
+standard output instead. The one thing it writes: the moment Telegram accepted the digest, the local date
+in state/.mako/digest_sent, so the supervisor does not send another that day.
 
 Exit codes: 0 sent (or printed), 1 the send failed or the digest could not be built, 2 bad usage,
 78 bad config.
@@ -15,7 +16,7 @@ import logging
 import sys
 import traceback
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_exit, stdout_closed
 from mako.digest import build_digest, send_digest
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
@@ -39,7 +40,10 @@ def main(argv=None):
         if args.print_only or not cfg.telegram.enabled:
             if not args.print_only:
                 log.info("telegram is off: digest printed, not sent")
-            print(text, flush=True)
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:
+                return stdout_closed()
             return EXIT_OK
         if not send_digest(cfg, text):
             return EXIT_FAIL

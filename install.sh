@@ -3,15 +3,20 @@
 #
 #   bash install.sh            (as root, from a checkout or from the installed root itself)
 #
+# The copy in an installed root (the one with config.yaml beside it) upgrades that root, and the unit in
+# $SYSTEMD_DIR that runs it, with no variable to repeat: `bash /srv/mako-zero/install.sh`.
+#
 # It creates the runtime tree under the root, copies the code there (unless the checkout *is* the root),
 # seeds state/ and notes/ from seed/ and config.yaml from config.example.yaml without overwriting anything,
 # puts requests and PyYAML in a venv at <root>/.venv, and installs the systemd unit. Run it again after
 # every upgrade: code is refreshed, state, notes and config are left alone.
 #
 # Environment:
-#   MAKO_ROOT              runtime root (default /srv/mako-zero). A user other than root may install only
-#                          when this is set, and then no systemd unit is installed.
-#   MAKO_SERVICE           unit name (default mako-zero -> $SYSTEMD_DIR/mako-zero.service)
+#   MAKO_ROOT              runtime root (default /srv/mako-zero, or the folder of an installed copy). A user
+#                          other than root may install only into a root of their own, and then no systemd
+#                          unit is installed.
+#   MAKO_SERVICE           unit name (default mako-zero -> $SYSTEMD_DIR/mako-zero.service; for an installed
+#                          copy, the unit that runs its root)
 #   SYSTEMD_DIR            where the unit goes (default /etc/systemd/system)
 #   MAKO_PYTHON            interpreter the venv is made from (default python3; needs Python >= 3.10)
 #   MAKO_PIP_ARGS          extra arguments for `pip install`, word-split, e.g.
@@ -26,19 +31,24 @@ say() { printf '%s\n' "$*"; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P)"
+# The copy installed in a root (its config.yaml beside it) upgrades that root: `bash <root>/install.sh`.
+INSTALLED_COPY=0
+[ -z "${MAKO_ROOT:-}" ] && [ -f "$SRC/config.yaml" ] && [ -f "$SRC/supervisor.py" ] && INSTALLED_COPY=1
+
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
-if [ "$IS_ROOT" -eq 0 ] && [ -z "${MAKO_ROOT:-}" ]; then
+if [ "$IS_ROOT" -eq 0 ] && [ -z "${MAKO_ROOT:-}" ] && [ "$INSTALLED_COPY" -eq 0 ]; then
     die "must run as root (sudo bash install.sh). To try it as $(id -un) without systemd, set MAKO_ROOT" \
         "to a folder you own, e.g. MAKO_ROOT=\$HOME/mako-zero bash install.sh"
 fi
 
 ROOT="${MAKO_ROOT:-/srv/mako-zero}"
+[ "$INSTALLED_COPY" -eq 1 ] && ROOT="$SRC"
 SERVICE="${MAKO_SERVICE:-mako-zero}"
 SERVICE="${SERVICE%.service}"
 UNIT_DIR="${SYSTEMD_DIR:-/etc/systemd/system}"
 PY="${MAKO_PYTHON:-python3}"
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd -P)"
 
 # The root is written unquoted into config.yaml and into the unit; a plain path needs no escaping in either
 # (a space would split ExecStart, '%' is a systemd specifier, '#' starts a YAML comment).
@@ -267,6 +277,16 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # systemd unit, rendered from the template with the real root and the venv's interpreter.
 
+UNIT_FOR_ROOT=1
+if [ "$INSTALLED_COPY" -eq 1 ] && [ -z "${MAKO_SERVICE:-}" ]; then
+    # The unit to refresh is the one that runs this root, whatever its name; never one that runs another.
+    named="$(grep -l -F -- "$ROOT/supervisor.py" "$UNIT_DIR"/*.service 2>/dev/null | head -n 1 || true)"
+    if [ -n "$named" ]; then
+        SERVICE="$(basename -- "$named" .service)"
+    else
+        UNIT_FOR_ROOT=0
+    fi
+fi
 UNIT="$UNIT_DIR/$SERVICE.service"
 TEMPLATE="$ROOT/mako-zero.service"
 [ -f "$TEMPLATE" ] || TEMPLATE="$SRC/mako-zero.service"
@@ -276,6 +296,8 @@ UNIT_INSTALLED=0
 
 if [ "$IS_ROOT" -eq 0 ]; then
     say "unit: not root, so no systemd unit is installed"
+elif [ "$UNIT_FOR_ROOT" -eq 0 ]; then
+    say "unit: no unit in $UNIT_DIR runs $ROOT, so none is installed (set MAKO_SERVICE to install one)"
 elif [ ! -f "$TEMPLATE" ]; then
     warn "mako-zero.service not found: no systemd unit installed"
 else

@@ -7,7 +7,8 @@ tick `supervisor.tick_interval_s` after the previous one ended, the scribe every
 `supervisor.scribe_interval_s` (when `scribe.enabled`), the digest once a day at
 `supervisor.digest_hour_local` (when `digest.enabled`), and once a day it deletes payload files older than
 `logging.keep_days`. Each child is `python3 <script> --config <config>` in its own process group, killed
-with its group at its timeout. The timetable is kept in `state/.mako/schedule.json`; the rules are in
+with its group at its timeout; it gets MAKO_CONFIG_WARNED=1, so the config warnings printed here at start-up
+are not repeated by every run. The timetable is kept in `state/.mako/schedule.json`; the rules are in
 `mako/schedule.py`, child handling in `mako/children.py`.
 
 On SIGTERM/SIGINT it forwards SIGTERM to the running child's group, waits `supervisor.stop_grace_s`, kills
@@ -18,12 +19,13 @@ file (tests and the idle-memory bench use it).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from mako.children import ChildRunner, StopSignal
-from mako.cli import Parser, load_or_exit
+from mako.cli import WARNED_ENV, Parser, load_or_exit
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.paths import ensure_layout
 from mako.schedule import Scheduler, run_forever, timezone_name
@@ -63,7 +65,8 @@ def main(argv=None):
     say(f"  config {cfg.path}")
     say(f"  timezone {timezone_name()}")
 
-    runner = ChildRunner(stop, stop_grace_s=sup.stop_grace_s, say=say)
+    # Its children load the same config: its warnings were printed above, once.
+    runner = ChildRunner(stop, stop_grace_s=sup.stop_grace_s, say=say, env={**os.environ, WARNED_ENV: "1"})
     scheduler = Scheduler(cfg, runner, scripts_dir=args.scripts_dir, python=sys.executable,
                           clock=time.time, localtime=time.localtime, say=say)
     run_forever(scheduler, stop, say=say)

@@ -14,8 +14,8 @@ Exit codes: 0 ok, 1 failed tick (recorded), 2 bad usage, 75 another tick is runn
 import sys
 
 from mako.check import run_check
-from mako.cli import Parser, load_or_exit
-from mako.errors import EXIT_CONFIG
+from mako.cli import Parser, load_or_exit, stdout_closed
+from mako.errors import EXIT_CONFIG, EXIT_FAIL
 from mako.logs import setup_logging
 from mako.worker import Tick, dry_run
 
@@ -35,9 +35,15 @@ def main(argv=None):
     cfg = load_or_exit(args.config, "tick")
     if cfg is None:
         return EXIT_CONFIG
-    if args.dry_run:
-        return dry_run(cfg, args.mode)
-    return Tick(cfg, args.mode).run()
+    try:
+        return dry_run(cfg, args.mode) if args.dry_run else Tick(cfg, args.mode).run()
+    except BrokenPipeError:
+        return stdout_closed()
+    except OSError as e:
+        # Before the tick could record itself (the root is a file, read-only, not ours): say so in one line.
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(cfg.paths.root) else ""
+        print(f"tick: cannot use the root {cfg.paths.root}: {e.strerror or e}{where}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ import logging
 import re
 import shlex
 import time
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from .approvals import GATED_TYPES, is_gated, spend_problem
 from .children import child_env, run_process
 from .denylist import denylist_match
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
-from .gitpolicy import git_env, git_refusal
+from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
+from .net import EncodingRefused, read_body, within
 from .redact import clip
 from .report import truncate
 from .telegram import resolve_thread
@@ -64,7 +67,7 @@ def short(text, limit=SUMMARY_MAX):
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _identity(action):
+def identity(action):
     """The fields that say which action a failed result belongs to."""
     out = {}
     for key in ("cmd", "url", "path", "thread"):
@@ -77,7 +80,7 @@ def _identity(action):
 def _failure(kind, message, status, action, **fields):
     verb = "refused" if status == "refused" else "failed"
     return {"type": kind, "ok": False, "status": status, "summary": short(f"{kind} {verb}: {message}"),
-            "error": message, **_identity(action), **fields}
+            "error": message, **identity(action), **fields}
 
 
 def run_action(ctx, action):
@@ -109,7 +112,7 @@ def _dispatch(ctx, action, kind):
     if is_gated(action, ctx.cfg.tick.approval_threshold_pence):
         qid = ctx.queue.enqueue(action, ctx.tick_n)
         return {"type": kind, "ok": True, "status": "queued", "id": qid,
-                "summary": short(f"{kind} queued as {qid} for approval"), **_identity(action)}
+                "summary": short(f"{kind} queued as {qid} for approval"), **identity(action)}
     if kind == "spend":
         return _record_spend(ctx, kind, action["amount_pence"], action["reason"])
     handler = HANDLERS.get(kind)
@@ -216,25 +219,24 @@ def do_http_get(ctx, action):
         raise ActionFailed("http_get takes an http:// or https:// URL", url=url)
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
     limit = ctx.cfg.tick.http_response_max_bytes
-    give_up = time.monotonic() + timeout
-    try:
+
+    def fetch():
+        # identity: the body is decoded here, bounded, whatever urllib3 would do with a gzip bomb.
         with requests.get(url, stream=True, timeout=(min(10.0, timeout), timeout),
-                          headers={"User-Agent": "mako-zero"}) as resp:
-            body, truncated = bytearray(), False
-            for chunk in resp.iter_content(chunk_size=min(limit + 1, 65536)):
-                body += chunk
-                if len(body) > limit:
-                    truncated = True
-                    break
-                if time.monotonic() > give_up:
-                    raise ActionFailed(f"body not complete within {timeout:.0f}s", url=url,
-                                       http_status=resp.status_code)
-            content_type = resp.headers.get("Content-Type", "")
-            text, cut = clip(ctx.redactor, bytes(body[:limit]), limit, None if truncated else len(body),
-                             _charset(content_type))
-            status, final_url = resp.status_code, resp.url
-    except requests.RequestException as e:
+                          headers={"User-Agent": "mako-zero", "Accept-Encoding": "identity"}) as resp:
+            body, complete = read_body(resp, limit, time.monotonic() + timeout)
+            return resp.status_code, resp.url, resp.headers.get("Content-Type", ""), body, complete
+
+    try:
+        # Wall time, not a read timeout: a server sending a byte every second would reset that for ever.
+        status, final_url, content_type, body, complete = within(timeout, fetch)
+    except TimeoutError:
+        raise ActionFailed(f"no complete answer within {timeout:.0f}s", url=url) from None
+    except (EncodingRefused, zlib.error) as e:
+        raise ActionFailed(f"body refused: {e}", url=url) from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         raise ActionFailed(f"{e.__class__.__name__}: {e}", url=url) from None
+    text, cut = clip(ctx.redactor, body[:limit], limit, len(body) if complete else None, _charset(content_type))
     ok = status < 400
     return {"type": "http_get", "ok": ok, "status": "ok" if ok else "error", "url": url,
             "http_status": status, "final_url": final_url, "content_type": content_type, "body": text,
@@ -297,8 +299,12 @@ def do_git(ctx, action):
     problem = git_refusal(args, workdir)
     if problem:
         raise ActionFailed(problem, "refused", cmd=cmd)
+    env = git_env(workdir)
+    problem = repo_refusal(args, workdir, env)
+    if problem:
+        raise ActionFailed(problem, "refused", cmd=cmd)
     timeout = _time_left(ctx, ctx.cfg.tick.shell_timeout_s)
-    run = run_process(["git", *args], workdir, git_env(), timeout, ctx.cfg.tick.shell_output_max_bytes,
+    run = run_process(git_argv(args), workdir, env, timeout, ctx.cfg.tick.shell_output_max_bytes,
                       ctx.redactor)
     ok = run["exit_code"] == 0 and not run["timed_out"]
     return {"type": "git", "ok": ok, "status": "ok" if ok else "error", "cmd": cmd,
@@ -316,6 +322,12 @@ def _post_text(ctx, action):
     return truncate(ctx.redactor.text(_text_arg(action, "text")), POST_MAX_CHARS)
 
 
+def _telegram_off(kind, action):
+    """With no bot token there is nowhere to post: a supported setup, so the post is skipped, not failed."""
+    return {"type": kind, "ok": False, "status": "skipped", "summary": "skipped (Telegram off)",
+            **identity(action)}
+
+
 def do_telegram_post(ctx, action):
     text = _post_text(ctx, action)
     thread = action.get("thread")
@@ -324,21 +336,25 @@ def do_telegram_post(ctx, action):
     if thread_id is None:
         raise ActionFailed(f"unknown thread {short(repr(thread), 60)} (use log, requests, approvals, digest "
                            "or a thread number)")
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("telegram_post", action)
     delivered = bool(ctx.telegram.send(text, thread=thread_id))
     return {"type": "telegram_post", "ok": delivered, "status": "ok" if delivered else "error",
             "thread": thread, "delivered": delivered,
             "summary": short(f"posted to {thread}" if delivered else
-                             f"not delivered to {thread} (Telegram off or failing)")}
+                             f"not delivered to {thread} (Telegram failing)")}
 
 
 def do_ask_chris(ctx, action):
     text = _post_text(ctx, action)
+    if not ctx.cfg.telegram.enabled:
+        return _telegram_off("ask_chris", action)
     thread = ctx.cfg.telegram.first_thread("requests", "log")
     delivered = bool(ctx.telegram.send(text, thread=thread or "log"))
     return {"type": "ask_chris", "ok": delivered, "status": "ok" if delivered else "error",
             "delivered": delivered,
             "summary": "asked Chris (requests thread)" if delivered else
-                       "question not delivered (Telegram off or failing)"}
+                       "question not delivered (Telegram failing)"}
 
 
 HANDLERS = {

@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .fileio import FileLock, append, atomic_write, read_text, tail_lines
+from .counter import read_number
+from .fileio import (FileLock, NotRegularFile, append, atomic_write, lines_from_end, make_room, open_regular,
+                     split_records, tail_lines)
+from .text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ KEY_FIELDS = {
 }
 # For anything queued only because it asked for approval, the field that says what it would do.
 FALLBACK_FIELDS = ("cmd", "url", "path", "text")
-ID_RE = re.compile(r"^q(\d+)$")
+ID_RE = re.compile(r"q([0-9]{1,12})", re.ASCII)
 GATED_TYPES = ("email_send", "cf_api", "http_post", "http_put", "http_delete")
 
 
@@ -47,10 +50,27 @@ def action_sha256(action):
     return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# JSON escapes the C0 controls itself; these three it leaves raw, and str.splitlines() splits on them.
+RAW_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def jsonl_line(obj):
+    """One JSON Lines record, UTF-8 like the hashed form, but with no character that any reader splits on."""
+    line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in RAW_BREAKS.items():
+        line = line.replace(raw, escaped)
+    return line
+
+
 def read_jsonl(path):
     """The objects in a JSON Lines file; a torn or garbled line (a crash mid-append) is skipped."""
     out = []
-    for line in read_text(path).splitlines():
+    try:
+        with open_regular(path) as f:
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
+        return out
+    for line in split_records(data):
         line = line.strip()
         if not line:
             continue
@@ -105,10 +125,10 @@ def spend_problem(spend, prefix=""):
     return None
 
 
-def cut(value, limit=FIELD_MAX):
+def cut(value, limit=FIELD_MAX, see=None):
+    """A field on one line, as it would run: nothing hidden, and a cut says how much and where to see it."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return one_line(text, limit, see or f"pending/{QUEUE_FILE}")
 
 
 def append_record(path, line):
@@ -117,8 +137,14 @@ def append_record(path, line):
     Appends are one write() each, so a torn last line means a write that never completed (a full disk, a
     power cut): that fragment is cut off and kept beside the queue for the record, not left as a line.
     """
+    # Never through a link or into a FIFO: the repair must cut nothing but the wrapper's own file.
+    make_room(path)
     try:
-        with open(path, "r+b") as f:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd, "r+b") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             if size > 0:
@@ -132,8 +158,6 @@ def append_record(path, line):
                     append(Path(path).with_name(f"{Path(path).name}.torn"), fragment + b"\n")
                     f.truncate(cut)
                     os.fsync(f.fileno())
-    except FileNotFoundError:
-        pass
     append(path, line + "\n")
 
 
@@ -170,10 +194,7 @@ class ApprovalQueue:
 
     def _next_number(self):
         """Bump and persist the sequence; call with the queue lock held."""
-        try:
-            current = max(int(read_text(self.seq_path).strip() or 0), 0)
-        except ValueError:
-            current = 0
+        current = read_number(self.seq_path) or 0
         # A lost or stale sequence file must never hand out an id the queue already shows. Ids are appended
         # in increasing order under this lock, so the newest lines hold the highest: read only the tail.
         seen = 0
@@ -182,7 +203,7 @@ class ApprovalQueue:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            m = ID_RE.match(entry.get("id", "")) if isinstance(entry, dict) and isinstance(
+            m = ID_RE.fullmatch(entry.get("id", "")) if isinstance(entry, dict) and isinstance(
                 entry.get("id"), str) else None
             if m:
                 seen = max(seen, int(m.group(1)))
@@ -206,7 +227,7 @@ class ApprovalQueue:
                 "action": stored,
                 "sha256": action_sha256(stored),
             }
-            append_record(self.queue_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            append_record(self.queue_path, jsonl_line(entry))
         log.info("queued %s (%s) for approval", qid, kind)
         self._post(qid, kind, stored)
         return qid
@@ -216,13 +237,14 @@ class ApprovalQueue:
         fields = KEY_FIELDS.get(kind)
         if fields is None:
             fields = next(((f,) for f in FALLBACK_FIELDS if f in action), ())
+        see = f"approve.py show {qid}"
         for name in fields:
             if name in action:
-                lines.append(f"{name}: {cut(action[name])}")
+                lines.append(f"{name}: {cut(action[name], see=see)}")
         spend = action.get("spend")
         if isinstance(spend, dict) and "amount_pence" in spend:
-            lines.append(f"spend: {cut(spend.get('amount_pence'))}p · {cut(spend.get('reason', ''))}")
-        lines.append(f"see pending/{QUEUE_FILE}")
+            lines.append(f"spend: {cut(spend.get('amount_pence'), see=see)}p · {cut(spend.get('reason', ''), see=see)}")
+        lines.append(f"see: {see}")
         thread = self.cfg.telegram.first_thread("approvals", "requests", "log")
         try:
             self.telegram.send(self.redactor.text("\n".join(lines)), thread=thread or "log")
@@ -232,8 +254,21 @@ class ApprovalQueue:
     # -- spend ledger -----------------------------------------------------------------------------------
 
     def _month_total(self, month):
-        return sum(e["amount_pence"] for e in read_jsonl(self.ledger_path)
-                   if e.get("month") == month and valid_pence(e.get("amount_pence")))
+        """Pence recorded for `month`. The ledger is appended in time order, so it is read from its end
+        back to the first entry of an earlier month: the cost is this month's entries, not the history."""
+        spent = 0
+        for line in lines_from_end(self.ledger_path):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("month"), str):
+                continue
+            if entry["month"] < month:
+                break
+            if entry["month"] == month and valid_pence(entry.get("amount_pence")):
+                spent += entry["amount_pence"]
+        return spent
 
     def month_spend(self):
         """Pence recorded in the ledger for the current (UTC) month."""
@@ -267,6 +302,6 @@ class ApprovalQueue:
                 return False, refusal
             entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
                      "reason": self.redactor.text(reason), "tick": tick_n}
-            append_record(self.ledger_path, json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            append_record(self.ledger_path, jsonl_line(entry))
         ceiling = self.cfg.tick.budget_ceiling_pence_month
         return True, f"recorded {amount_pence}p ({month}: {spent + amount_pence}p of {ceiling}p)"

@@ -138,14 +138,16 @@ class ChildRunner:
     killed at its timeout, or STOPPED when the supervisor was asked to stop while it ran.
     """
 
-    def __init__(self, stop, stop_grace_s=10.0, kill_grace_s=KILL_GRACE_S, say=print):
+    def __init__(self, stop, stop_grace_s=10.0, kill_grace_s=KILL_GRACE_S, say=print, env=None):
         self.stop = stop
         self.stop_grace_s = stop_grace_s
         self.kill_grace_s = kill_grace_s
         self.say = say
+        self.env = env
 
     def __call__(self, label, argv, timeout_s):
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                env=self.env)
         try:
             if wait_exit(proc, timeout_s, self.stop):
                 return proc.returncode

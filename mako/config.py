@@ -12,9 +12,11 @@ import yaml
 
 from .denylist import DEFAULT_DENYLIST
 from .errors import ConfigError
+from .fileio import NotRegularFile, open_regular
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = "/srv/mako-zero"
+CONFIG_MAX_BYTES = 1024 * 1024
 
 
 NUMBER = (int, float)
@@ -447,10 +449,16 @@ def load_config(path=None):
     """Read, check and return the Config at `path` (default: config.yaml beside the scripts)."""
     file = Path(path) if path else default_config_path()
     try:
-        text = file.read_text(encoding="utf-8")
+        # open_regular: a FIFO planted at the config's path must not hang every entry point.
+        with open_regular(file) as f:
+            text = f.read(CONFIG_MAX_BYTES + 1).decode("utf-8")
+        if len(text) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{file}: over {CONFIG_MAX_BYTES // 1024} KB, not a config file")
     except FileNotFoundError:
         raise ConfigError(f"{file}: config file not found (install.sh writes one from config.example.yaml; "
                           "or pass --config PATH)") from None
+    except NotRegularFile:
+        raise ConfigError(f"{file}: not a regular file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{file}: cannot read config: {e.__class__.__name__}") from None
     try:

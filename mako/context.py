@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileio import read_head, tail_lines
+from .fileio import open_regular, read_head, tail_lines
+from .text import neutralise
 
 CHARS_PER_TOKEN = 4
 MARK = "…[truncated {n} chars]"
@@ -131,7 +132,7 @@ def journal_tail_text(path, lines=None, max_chars=None):
     if lines is not None:
         return "\n".join(tail_lines(path, lines))
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             start = max(0, size - max_chars * 4)
@@ -153,7 +154,7 @@ def drafts_list(folder):
     try:
         entries = [e for e in os.scandir(folder) if e.is_file() and e.name.endswith(".md")]
     except FileNotFoundError:
-        return ""
+        entries = []
     entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
     lines = []
     for e in entries[:MAX_DRAFTS]:
@@ -208,9 +209,17 @@ def read_requested_notes(paths, max_notes, max_chars):
     return loaded, skipped
 
 
-def gather(cfg, inbox_text, compaction=False):
-    """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped."""
+def gather(cfg, inbox_text, compaction=False, seeds=None):
+    """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped.
+
+    `seeds` ({state file: seed file}) stands in for state files a tick would seed first (a dry run, which
+    creates nothing)."""
     p = cfg.paths
+    seeds = seeds or {}
+
+    def state_text(path):
+        return _head_text(seeds.get(path, path), cap_chars)
+
     cap_chars = cfg.context.max_input_tokens * CHARS_PER_TOKEN
     n = cfg.context.recent_journal_lines
     if compaction:
@@ -219,21 +228,23 @@ def gather(cfg, inbox_text, compaction=False):
     else:
         journal = journal_tail_text(p.state / "JOURNAL.md", lines=n)
         journal_label = f"JOURNAL (last {n} lines)"
-    blocks = [Block("MISSION", "MISSION", _head_text(p.state / "MISSION.md", cap_chars))]
+    blocks = [Block("MISSION", "MISSION", state_text(p.state / "MISSION.md"))]
     if inbox_text is not None and inbox_text.strip():
         blocks.append(Block("INBOX", INBOX_LABEL, inbox_text[:cap_chars]))
+    # Everything below but CAPABILITIES holds text the model wrote (or output it caused): neutralised, so
+    # no line of it can pass for a block heading such as the operator's INBOX.
     blocks += [
-        Block("CAPABILITIES", "CAPABILITIES", _head_text(p.state / "CAPABILITIES.md", cap_chars)),
-        Block("STATE", "STATE", _head_text(p.state / "STATE.md", cap_chars)),
-        Block("NEXT", "NEXT", _head_text(p.state / "NEXT.md", cap_chars)),
-        Block("JOURNAL", journal_label, journal, keep="tail"),
-        Block("NOTES_INDEX", "notes/INDEX.md", _head_text(p.notes / "INDEX.md", cap_chars)),
+        Block("CAPABILITIES", "CAPABILITIES", state_text(p.state / "CAPABILITIES.md")),
+        Block("STATE", "STATE", neutralise(state_text(p.state / "STATE.md"))),
+        Block("NEXT", "NEXT", neutralise(state_text(p.state / "NEXT.md"))),
+        Block("JOURNAL", journal_label, neutralise(journal), keep="tail"),
+        Block("NOTES_INDEX", "notes/INDEX.md", neutralise(state_text(p.notes / "INDEX.md"))),
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
-              drafts_list(p.state / "outbox" / "blog" / "drafts")),
-        Block("LAST_RESULTS", "LAST_RESULTS", _head_text(p.state / "LAST_RESULTS.md", cap_chars)),
-        Block("PERSONA", "PERSONA", _head_text(p.state / "PERSONA.md", cap_chars)),
+              neutralise(drafts_list(p.state / "outbox" / "blog" / "drafts"))),
+        Block("LAST_RESULTS", "LAST_RESULTS", neutralise(state_text(p.state / "LAST_RESULTS.md"))),
+        Block("PERSONA", "PERSONA", neutralise(state_text(p.state / "PERSONA.md"))),
     ]
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
-        blocks.append(Block(f"note:{name}", f"{name} (requested last tick)", text))
+        blocks.append(Block(f"note:{name}", neutralise(f"{name} (requested last tick)"), neutralise(text)))
     return blocks, [name for name, _ in loaded], skipped

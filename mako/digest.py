@@ -1,22 +1,26 @@
 """The daily digest (§18): the last `digest.hours_window` hours of ticks, the current focus, the journal tail.
 
-Figures come from logs/metrics.csv through mako.stats (junk cells count as unknown, undated rows are left
-out), open approvals from pending/pending_actions.jsonl, the focus from state/STATE.md and the last
-journal lines from state/JOURNAL.md. The text is plain (Telegram gets no parse mode) and goes to the digest
-thread, else the log thread.
+Figures come from the window's rows of logs/metrics.csv through mako.stats (junk cells count as unknown,
+undated rows are left out), open approvals from pending/pending_actions.jsonl, the focus from
+state/STATE.md and the last journal lines from state/JOURNAL.md. The metrics, the queue and the journal are
+read from their ends: the cost does not grow with their history. The text is plain (Telegram gets no parse
+mode) and goes to the digest thread, else the log thread.
 """
 
+import json
 import logging
+import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from .approvals import read_queue
-from .fileio import read_text, tail_lines
+from .fileio import lines_from_end, read_text, tail_lines
 from .health import failure_kinds, provider_figures, provider_lines, read_history
 from .redact import Redactor
-from .stats import count_if, is_true, numbers, parse_ts, pct, read_table, summarize, total
+from .schedule import record_digest_sent
+from .stats import count_if, is_true, numbers, parse_ts, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
+from .text import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,8 @@ JOURNAL_LINE_MAX = 300
 FOCUS_MAX = 600
 DRIFT_LISTED = 10
 DRIFT_MAX = 160
+# The queue is read from its end up to this much (about 3,000 entries); more is shown as "N+".
+QUEUE_TAIL_BYTES = 1024 * 1024
 HISTORY_TAIL_MAX = 50000
 
 FOCUS_LINE_RE = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?focus(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$", re.I)
@@ -92,7 +98,7 @@ def collect(cfg, now=None):
     fig = {"now": now, "hours": hours, "metrics_missing": False}
 
     try:
-        table = read_table(cfg.paths.logs / "metrics.csv")
+        table = read_table_since(cfg.paths.logs / "metrics.csv", since)
     except FileNotFoundError:
         table = None
         fig["metrics_missing"] = True
@@ -124,15 +130,33 @@ def collect(cfg, now=None):
         lines = min(int(hours * 3600 / cfg.supervisor.tick_interval_s) + 100, HISTORY_TAIL_MAX)
         fig["provider_kinds"] = failure_kinds(read_history(cfg.paths.private, lines), since.timestamp())
 
-    queue = read_queue(cfg.paths.pending / "pending_actions.jsonl")
-    fig["pending"] = len(queue)
-    stamps = (parse_ts(str(e.get("queued_at") or "")) for e in queue)
-    fig["pending_in_window"] = sum(1 for t in stamps if t is not None and t >= since)
+    fig["pending"], fig["pending_more"], fig["pending_in_window"] = queue_counts(
+        cfg.paths.pending / "pending_actions.jsonl", since)
 
     fig["focus"] = extract_focus(read_text(cfg.paths.state / "STATE.md"))
     fig["journal"] = [_cut(line, JOURNAL_LINE_MAX)
                       for line in tail_lines(cfg.paths.state / "JOURNAL.md", JOURNAL_LINES) if line.strip()]
     return fig
+
+
+def queue_counts(path, since, max_bytes=QUEUE_TAIL_BYTES):
+    """(entries, more?, entries queued since `since`) from the queue's last `max_bytes`, read from its end;
+    `more` is True when older entries lie beyond that."""
+    total = in_window = 0
+    for line in lines_from_end(path, max_bytes):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            total += 1
+            stamp = parse_ts(str(entry.get("queued_at") or ""))
+            in_window += stamp is not None and stamp >= since
+    try:
+        more = os.path.getsize(path) > max_bytes
+    except OSError:
+        more = False
+    return total, more, in_window
 
 
 def _n(x):
@@ -173,10 +197,13 @@ def render(fig):
                 out.append(f"  (+{len(drift) - DRIFT_LISTED} earlier)")
         else:
             out.append("Drift flags: none")
-    out.append(f"Approvals pending: {fig['pending']:,} open ({fig['pending_in_window']:,} queued in the last {window})")
+    more = "+" if fig.get("pending_more") else ""
+    out.append(f"Approvals pending: {fig['pending']:,}{more} open ({fig['pending_in_window']:,} queued in the last "
+               f"{window})")
     out += ["", f"Focus: {fig['focus'] or '(STATE.md has none)'}"]
     out += ["", "Journal (latest):"] + (fig["journal"] or ["(empty)"])
-    return "\n".join(out)
+    # Model text (drift flags, STATE, the journal) printed or posted as it is shown: no control sequences.
+    return terminal_safe("\n".join(out))
 
 
 def build_digest(cfg, now=None):
@@ -184,14 +211,17 @@ def build_digest(cfg, now=None):
 
 
 def send_digest(cfg, text, clock=time.time):
-    """Post the digest to the digest thread (else log); True when Telegram accepted every part."""
+    """Post the digest to the digest thread (else log); True when Telegram accepted every part, and then
+    the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
     budget = cfg.supervisor.digest_timeout_s
     client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
-    if not ok:
+    if ok:
+        record_digest_sent(cfg.paths.private, time.localtime(clock()))
+    else:
         last = client.records[-1] if client.records else {}
         log.error("digest not delivered: %s", last.get("error") or "no reply")
     return ok

@@ -6,6 +6,7 @@ that quotes private material).
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 import tempfile
@@ -14,6 +15,9 @@ from pathlib import Path
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+DISPLACED = ".displaced-"
+
+log = logging.getLogger("mako.files")
 
 
 def ensure_dir(path):
@@ -40,9 +44,22 @@ def displace(path):
         return None
     if stat.S_ISREG(st.st_mode):
         return None
-    aside = path.with_name(f"{path.name}.displaced-{time.time_ns()}")
+    return move_aside(path)
+
+
+def move_aside(path):
+    """Rename `path` (whatever it is) to a fresh `<name>.displaced-<ns>` beside it; return the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}{DISPLACED}{time.time_ns()}")
     os.rename(path, aside)
     return aside
+
+
+def make_room(path):
+    """Before the wrapper writes one of its files: whatever else stands there is moved aside, and said so."""
+    aside = displace(path)
+    if aside:
+        log.warning("%s was not a regular file; moved aside to %s", path, aside.name)
 
 
 def atomic_write(path, data, mode=FILE_MODE, durable=True):
@@ -54,6 +71,7 @@ def atomic_write(path, data, mode=FILE_MODE, durable=True):
     """
     path = Path(path)
     ensure_dir(path.parent)
+    make_room(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -92,8 +110,9 @@ def append(path, data, mode=FILE_MODE, sync=True):
     """
     path = Path(path)
     ensure_dir(path.parent)
+    make_room(path)
     raw = _bytes(data)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     try:
         written = os.write(fd, raw)
         while written < len(raw):  # only on a full disk or a signal; finish the record
@@ -104,21 +123,53 @@ def append(path, data, mode=FILE_MODE, sync=True):
         os.close(fd)
 
 
-def read_text(path, default=""):
-    """The file's text (undecodable bytes replaced), or `default` if it does not exist."""
+class NotRegularFile(OSError):
+    """A path that should hold a file holds something else (a folder, a FIFO, a device)."""
+
+
+def open_regular(path):
+    """Open `path` for reading as a binary file object, only if it is a regular file.
+
+    O_NONBLOCK: a FIFO planted where a file should be must not hang the reader (the flag is dropped once
+    the file is known to be regular). A folder or anything else raises NotRegularFile.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        return Path(path).read_bytes().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return default
-    except IsADirectoryError:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path, default=""):
+    """The file's text (undecodable bytes replaced), or `default` if there is no regular file there."""
+    try:
+        with open_regular(path) as f:
+            return f.read().decode("utf-8", "replace")
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
         return default
 
 
 def read_head(path, max_bytes):
     """Up to max_bytes from the start of the file, and whether the file was longer."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         data = f.read(max_bytes + 1)
     return data[:max_bytes], len(data) > max_bytes
+
+
+def split_records(data):
+    """The lines of a line-oriented file's bytes, split at b"\n" only, decoded.
+
+    Never str.splitlines(): it also splits at U+2028, U+0085, \x1c and others a record may hold.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line[:-1].decode("utf-8", "replace") if line.endswith(b"\r") else line.decode("utf-8", "replace")
+            for line in lines]
 
 
 def tail_lines(path, n, block=65536):
@@ -126,8 +177,8 @@ def tail_lines(path, n, block=65536):
     if n <= 0:
         return []
     try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+        f = open_regular(path)
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
         return []
     with f:
         f.seek(0, os.SEEK_END)
@@ -138,8 +189,30 @@ def tail_lines(path, n, block=65536):
             pos -= step
             f.seek(pos)
             data = f.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:]
+    return split_records(data)[-n:]
+
+
+def lines_from_end(path, max_bytes=None, block=65536):
+    """Yield the file's lines as bytes, newest first, reading backwards in blocks: a reader that stops
+    early costs what it read, whatever the file's size. After `max_bytes`, stops (the oldest line read
+    may then be partial and is not yielded). A missing file yields nothing."""
+    try:
+        f = open_regular(path)
+    except (FileNotFoundError, NotRegularFile):
+        return
+    with f:
+        pos = size = f.seek(0, os.SEEK_END)
+        rest = b""
+        while pos > 0:
+            if max_bytes is not None and size - pos >= max_bytes:
+                return
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            lines = (f.read(step) + rest).split(b"\n")
+            rest = lines[0]
+            yield from reversed(lines[1:])
+        yield rest
 
 
 class FileLock:
@@ -152,7 +225,8 @@ class FileLock:
     def acquire(self):
         """Take the lock; return False if another process holds it."""
         ensure_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        make_room(self.path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

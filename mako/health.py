@@ -23,8 +23,6 @@ posted only for an episode whose alert went out. Any error here is logged, never
 
 import json
 import logging
-import os
-import stat
 import time
 
 from .fileio import append, atomic_write, displace, read_text, tail_lines
@@ -75,17 +73,9 @@ def _fits(key, default, value):
     return isinstance(value, int) and value >= 0
 
 
-def _regular(path):
-    """Whether a regular file is there (a FIFO planted in its place would block a read forever)."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
 def load(private):
     """The health state (one track per watched subject); a missing, corrupt or odd field reads as fresh."""
-    text = read_text(private / HEALTH_FILE, "") if _regular(private / HEALTH_FILE) else ""
+    text = read_text(private / HEALTH_FILE, "")  # "" for a FIFO or folder planted there
     try:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
@@ -219,8 +209,6 @@ def safe_record_tick(cfg, tick_n, outcome, attempts, telegram, errors=None, cloc
 def read_history(private, max_lines=None):
     """Records of health.jsonl (the newest `max_lines` when given), oldest first; torn or junk lines skipped."""
     path = private / HISTORY_FILE
-    if not _regular(path):
-        return []
     if max_lines is not None:
         lines = tail_lines(path, max_lines)
     else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .fileio import atomic_write, ensure_dir, fsync_dir
+from .fileio import NotRegularFile, atomic_write, ensure_dir, fsync_dir, open_regular
 
 MAX_INBOX_BYTES = 256 * 1024
 SEPARATOR = "\n\n---\n\n"  # between claims in the text the model sees
@@ -129,7 +129,7 @@ def _existing_claims(paths, repair=True):
 
 
 def _read(path):
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO planted as a claim or as INBOX.md must not hang the tick
         return f.read(MAX_INBOX_BYTES)
 
 
@@ -143,7 +143,7 @@ def peek(paths):
     inbox = paths.state / "INBOX.md"
     try:
         data = _read(inbox)
-    except (FileNotFoundError, IsADirectoryError):
+    except (FileNotFoundError, IsADirectoryError, NotRegularFile):
         data = b""
     if data.strip():
         claims.append(Claim(inbox, data))

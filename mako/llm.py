@@ -1,14 +1,17 @@
 """Call the configured LLM providers in order (primary, then fallback) and return the first usable reply.
 
 Each provider is tried at most once per call, within the caller's deadline. Every attempt, failed or not,
-becomes a redacted record for the payload's `llm_attempts`. A usage-limit 429 puts that provider on a
-cool-down persisted in state/.mako/cooldowns.json, so later runs skip it until the limit resets.
+becomes a redacted record for the payload's `llm_attempts`. A usage-limit 429, or a second timeout in a row,
+puts that provider on a cool-down persisted in state/.mako/cooldowns.json, so later runs skip it until the
+limit resets (or `llm.timeout_cooldown_s` has passed) instead of waiting on a dead endpoint every time. The
+time is shared so the fallback always gets its turn.
 Wire formats and quirks: protocols.md §1 (Ollama), §2 and §2.5 (OpenAI-compatible, OpenCode Go).
 """
 
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -19,6 +22,7 @@ import urllib3
 from . import __version__
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
+from .net import EncodingRefused, read_body, within
 
 log = logging.getLogger("mako.llm")
 
@@ -27,11 +31,12 @@ CONNECT_TIMEOUT_S = 10.0
 # Left unspent before the deadline so the run can still record itself after a provider times out.
 RESERVE_S = 1.0
 MIN_ATTEMPT_S = 2.0
+SPLIT_SLACK_S = 0.5
 DEFAULT_COOLDOWN_S = 15 * 60
+TIMEOUTS_FOR_COOLDOWN = 2
 MAX_COOLDOWN_S = 7 * 24 * 3600
 RECORD_BODY_MAX = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-CHUNK = 64 * 1024
 COOLDOWN_FILE = "cooldowns.json"
 SESSION_FILE = "opencode-session"
 
@@ -88,13 +93,43 @@ class Cooldowns:
         data = self.load()
         data[provider.name] = {"until": until, "until_iso": _iso(until), "base_url": provider.base_url,
                                "model": provider.model, "reason": reason[:300], "set_at": _iso(self.clock())}
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        self._save(data)
 
     def clear(self, provider):
         data = self.load()
         if provider.name in data:
             del data[provider.name]
-            atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            self._save(data)
+
+    def _save(self, data):
+        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def end_timeout_row(self, provider):
+        """Forget a row of timeouts (a cool-down already set stays)."""
+        data = self.load()
+        entry = data.get(provider.name)
+        if isinstance(entry, dict) and "timeouts_in_row" in entry:
+            del entry["timeouts_in_row"]
+            if "until" not in entry:
+                del data[provider.name]
+            self._save(data)
+
+    def timed_out(self, provider, cooldown_s):
+        """Count a timeout; the second in a row puts the provider on cool-down. Returns its end, or None."""
+        data = self.load()
+        entry = data.get(provider.name)
+        entry = dict(entry) if isinstance(entry, dict) and entry.get("base_url") == provider.base_url else {}
+        row = entry.get("timeouts_in_row", 0)
+        row = (row if isinstance(row, int) and not isinstance(row, bool) else 0) + 1
+        if row >= TIMEOUTS_FOR_COOLDOWN:
+            until = self.clock() + cooldown_s
+            self.set(provider, until, f"{row} timeouts in a row")
+            return until
+        entry.update(timeouts_in_row=row, base_url=provider.base_url, model=provider.model)
+        entry.setdefault("set_at", _iso(self.clock()))
+        data[provider.name] = entry
+        self._save(data)
+        return None
 
 
 def opencode_session_id(folder):
@@ -132,41 +167,37 @@ def build_request(provider, system, user, session_id=None):
     return f"{provider.base_url}/chat/completions", headers, body
 
 
-def _read_body(resp, budget_s):
-    """The whole body, given up on once `budget_s` has passed: a read timeout alone restarts with every
-    byte, so a server that drips would otherwise hold the run past its deadline."""
-    end = time.monotonic() + budget_s
-    raw = resp.raw
-    read = getattr(raw, "read1", None) or raw.read
-    data = bytearray()
-    while True:
-        chunk = read(CHUNK, decode_content=True)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise ProviderError("bad_json", f"reply larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
-        if time.monotonic() > end:
-            raise ProviderError("timeout", f"reply still arriving after {budget_s:.1f}s")
-
-
 def _post(session, url, headers, body, read_timeout):
-    """(status, body bytes, response headers); transport failures become ProviderError."""
+    """(status, body bytes, response headers); transport failures become ProviderError.
+
+    The whole exchange is bounded by `read_timeout` of wall time: a provider dripping its headers or its
+    body must not keep the fallback from its turn.
+    """
     connect = min(CONNECT_TIMEOUT_S, read_timeout)
-    try:
+
+    def exchange():
         resp = session.post(url, data=json.dumps(body).encode("utf-8"), headers=headers,
                             timeout=(connect, read_timeout), stream=True, allow_redirects=False)
         try:
-            data = _read_body(resp, read_timeout)
+            data, complete = read_body(resp, MAX_BODY_BYTES)
         finally:
             resp.close()
+        if not complete:
+            raise ProviderError("bad_json", f"reply larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        return resp.status_code, data, resp.headers
+
+    try:
+        return within(read_timeout, exchange)
+    except TimeoutError:
+        raise ProviderError("timeout", f"no complete reply within {read_timeout:.1f}s") from None
     except requests.Timeout as e:
         raise ProviderError("timeout", f"{type(e).__name__}: {e}") from None
     except urllib3.exceptions.ReadTimeoutError as e:
         raise ProviderError("timeout", f"ReadTimeout: {e}") from None
+    except (EncodingRefused, zlib.error) as e:
+        raise ProviderError("bad_json", f"reply body refused: {e}") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
         raise ProviderError("connection", f"{type(e).__name__}: {e}") from None
-    return resp.status_code, data, resp.headers
 
 
 def _json(text):
@@ -221,7 +252,7 @@ def retry_after_s(headers, now):
 
 def _ndjson(text):
     """A streamed Ollama reply folded into one object, for servers that ignore stream:false."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.split("\n") if line.strip()]  # a string may hold U+2028 or U+0085
     if len(lines) < 2:
         return None
     content, thinking, last = [], [], None
@@ -354,6 +385,21 @@ def _plan(providers, cooldowns):
     return [(p, until, until is None) for p, until in cooling]
 
 
+def _attempt_budget(plan, i, remaining):
+    """Seconds provider i may wait: its timeout, less what the next provider to try needs (§9).
+
+    A primary that never answers must not starve the fallback: it leaves the next one its own timeout_s,
+    or half the time left when that is less."""
+    provider = plan[i][0]
+    budget = min(float(provider.timeout_s), remaining)
+    later = [p for p, _, go in plan[i + 1:] if go]
+    if later:
+        # The slack covers what the attempt costs beyond its read timeout (connecting, closing).
+        keep = min(max(float(later[0].timeout_s), MIN_ATTEMPT_S) + SPLIT_SLACK_S, remaining / 2)
+        budget = min(budget, remaining - keep)
+    return budget
+
+
 def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=time.time):
     """The first usable reply from cfg.providers, in order, each tried once before the `deadline`
     (an absolute clock() time). Raises AllProvidersFailed (with .attempts) when none gives one."""
@@ -362,8 +408,9 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
     system, user = redactor.text(system_prompt), redactor.text(user_message)
     attempts = []
     wall = 0.0
+    plan = _plan(providers, cooldowns)
     with requests.Session() as session:
-        for provider, cooling_until, go in _plan(providers, cooldowns):
+        for i, (provider, cooling_until, go) in enumerate(plan):
             label = f"{provider.name} {provider.type}/{provider.model}"
             if not go:
                 attempts.append(_skipped(provider, redactor, "cooling_down",
@@ -377,16 +424,24 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
                 log.warning("%s: not tried, the run deadline is too close", label)
                 continue
             session_id = opencode_session_id(cfg.paths.private) if provider.type == "openai_compat" else None
-            rec, result = _attempt(session, provider, system, user, min(float(provider.timeout_s), remaining),
+            rec, result = _attempt(session, provider, system, user, _attempt_budget(plan, i, remaining),
                                    redactor, cooldowns, session_id, clock)
             attempts.append(rec)
             wall += rec["wall_s"]
             if result is None:
-                log.warning("%s: failed (%s) in %.1fs: %s", label, rec["kind"], rec["wall_s"], rec["error"][:300])
+                # One short line: the whole error text is in the payload's llm_attempts.
+                log.warning("%s: failed (%s) in %.1fs", label, rec["kind"], rec["wall_s"])
+                if rec["kind"] == "timeout":
+                    until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
+                    if until:
+                        rec["cooldown_until"] = _iso(until)
+                        log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
+                                    TIMEOUTS_FOR_COOLDOWN, _iso(until))
+                elif not rec["cooldown_until"]:
+                    cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
                 continue
             log.info("%s: ok in %.1fs", label, rec["wall_s"])
-            if cooling_until:
-                cooldowns.clear(provider)
+            cooldowns.clear(provider)
             content, prompt, completion = result
             return LLMResult(slot=provider.name, type=provider.type, model=provider.model, content=content,
                              attempts=attempts, prompt_tokens=prompt, completion_tokens=completion,

@@ -6,6 +6,7 @@ symlink swapped in after the check makes the write fail instead of escaping.
 """
 
 import fnmatch
+import logging
 import os
 import shutil
 import stat
@@ -13,7 +14,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from .errors import PathRefused
-from .fileio import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir
+from .fileio import DISPLACED, DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, move_aside
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
 CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "status.py", "install.sh",
@@ -26,16 +27,117 @@ SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*"
                         ".env", ".netrc", ".git-credentials", "*.secret")
 WRITE_MODES = ("write", "append")
 
+log = logging.getLogger("mako.paths")
+# Files in state/ the wrapper reads or writes itself; the model may write some of them whole, never beneath.
+STATE_FILES = STATE_SEEDS + ("JOURNAL.md", "LAST_RESULTS.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
+                             "compact_pending.flag")
+PENDING_FILES = ("pending_actions.jsonl", "decisions.jsonl")
+# The wrapper's own files in state/.mako/ (a folder on one of these names would stop whatever uses it).
+PRIVATE_FILES = ("tick.lock", "tick_counter", "compact_failures", "queue_seq", "queue.lock", "spend.jsonl",
+                 "spend.lock", "cooldowns.json", "opencode-session", "scribe_counter.txt", "scribe_counter.shadow",
+                 "schedule.json", "health.json", "health.jsonl")
+# Archived INBOX messages and journals: kept as the wrapper wrote them.
+ARCHIVE_PREFIXES = ("inbox-", "journal-")
+
+
+def layout_folders(p):
+    """The wrapper's folders, each after its parent."""
+    return (p.state, p.notes, p.workdir, p.archive, p.logs, p.pending, p.private, p.private / "inbox",
+            p.state / "outbox", p.state / "outbox" / "blog", p.state / "outbox" / "blog" / "drafts",
+            p.logs / "ticks", p.logs / "scribe")
+
+
+def layout_files(p):
+    """The files the wrapper reads or writes at fixed places."""
+    return ([p.state / name for name in STATE_FILES] + [p.pending / name for name in PENDING_FILES]
+            + [p.notes / "INDEX.md", p.logs / "metrics.csv"])
+
+
+def _under_root(path, root):
+    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root))
+
+
+def check_layout(cfg):
+    """Move aside whatever stands on a wrapper path and is not what it should be; return what was moved.
+
+    A folder must be a real folder (inside the root a symlink to one is not: a wrapper write must never
+    follow a planted link out of the root), a file a regular file (never a folder, FIFO, device or link).
+    Everything in state/.mako/ is the wrapper's, so every entry there is checked, INBOX claims included.
+    Nothing is ever opened here, so a FIFO cannot hang the check.
+    """
+    p = cfg.paths
+    moved = []
+
+    def wrong(path, want_dir):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            return False  # its parent was wrong and has been moved aside already
+        if stat.S_ISLNK(st.st_mode):
+            if not _under_root(path, p.root):
+                # Outside the root the operator placed it; only what it points at matters.
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    return True
+            else:
+                return True
+        return not (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode))
+
+    def fix(path, want_dir, kind):
+        if wrong(path, want_dir):
+            aside = move_aside(path)
+            moved.append(f"{_show(path, p.root)} was not a {kind}; moved aside to {aside.name}")
+
+    for folder in layout_folders(p):
+        fix(folder, True, "folder")
+    for path in layout_files(p):
+        fix(path, False, "regular file")
+    # state/.mako/ and the INBOX claims in it are the wrapper's alone: nothing there is ever a link, a FIFO
+    # or a device. A folder is left to whoever made it, unless it stands on a name the wrapper uses.
+    for folder in (p.private, p.private / "inbox"):
+        try:
+            entries = [e for e in os.scandir(folder) if DISPLACED not in e.name]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            path = Path(e.path)
+            if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
+                fix(path, False, "regular file")
+            elif e.is_dir(follow_symlinks=False) and path != p.private / "inbox" and (
+                    e.name in PRIVATE_FILES or folder != p.private):
+                fix(path, False, "regular file")
+    return moved
+
+
+def _show(path, root):
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def seed_pairs(p):
+    """(seed file, state file it seeds) for every file a fresh root is seeded with."""
+    return [(p.seed / name, p.state / name) for name in STATE_SEEDS] + [
+        (p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")]
+
 
 def ensure_layout(cfg):
-    """Create missing folders and seed missing state files from seed/ — never overwriting anything."""
+    """Put right what stands wrongly on a wrapper path (see check_layout), create missing folders and seed
+    missing state files from seed/ — never overwriting anything. Returns what was moved aside."""
     p = cfg.paths
-    for d in (p.root, p.state, p.notes, p.workdir, p.archive, p.logs, p.pending, p.private,
-              p.state / "outbox" / "blog" / "drafts", p.logs / "ticks", p.logs / "scribe"):
+    ensure_dir(p.root)
+    moved = check_layout(cfg)
+    for line in moved:
+        log.warning("%s", line)  # whoever runs this (the supervisor at start-up too) leaves it in the log
+    for d in layout_folders(p):
         ensure_dir(d)
-    for name in STATE_SEEDS:
-        _seed(p.seed / name, p.state / name)
-    _seed(p.seed / "notes" / "INDEX.md", p.notes / "INDEX.md")
+    for src, dst in seed_pairs(p):
+        _seed(src, dst)
+    return moved
 
 
 def _seed(src, dst):
@@ -144,7 +246,12 @@ class PathPolicy:
         reason = self._absolute_protected(target)
         if reason:
             return reason
-        state = Path(os.path.realpath(self.cfg.paths.state))
+        p = self.cfg.paths
+        state = Path(os.path.realpath(p.state))
+        # A wrapper file used as a folder (state/INBOX.md/x) would turn the file into a folder.
+        for name in STATE_FILES:
+            if state / name in target.parents:
+                return f"state/{name} is a file of the wrapper's; nothing may be written beneath it"
         if state / "PAUSED" in target.parents:  # a folder at that name would pause the agent too
             return "state/PAUSED is the operator's pause switch"
         if target.parent == state:
@@ -152,11 +259,17 @@ class PathPolicy:
                 return f"state/{target.name} is the operator's or the wrapper's"
             if target.name == "JOURNAL.md" and not self.compaction:
                 return "state/JOURNAL.md is append-only outside compaction"
-        if target == Path(os.path.realpath(self.cfg.paths.pending)) / "pending_actions.jsonl":
-            return "the approval queue is the wrapper's"
-        archive = Path(os.path.realpath(self.cfg.paths.archive))
-        if target.parent == archive and target.name.startswith("inbox-"):
-            return "archived INBOX messages are kept as written"
+        if Path(os.path.realpath(p.notes)) / "INDEX.md" in target.parents:
+            return "notes/INDEX.md is a file; nothing may be written beneath it"
+        pending = Path(os.path.realpath(p.pending))
+        for name in PENDING_FILES:
+            if _is_under(target, pending / name):
+                return f"pending/{name} is the wrapper's record of approvals"
+        archive = Path(os.path.realpath(p.archive))
+        if archive in target.parents and target.relative_to(archive).parts[0].startswith(ARCHIVE_PREFIXES):
+            return "archived INBOX messages and journals are kept as written"
+        if _is_under(target, Path(os.path.realpath(p.logs))):
+            return "logs/ is the wrapper's record"
         for f in self.forbidden:
             if _is_under(PurePosixPath(rel), f):
                 return f"{f} is in guardrails.forbidden_paths"

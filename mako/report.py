@@ -5,6 +5,8 @@ Pure functions of the tick's results; the worker writes and sends what they retu
 
 from datetime import datetime
 
+from .text import fold_lines, visible
+
 LAST_RESULTS_MAX_BYTES = 16 * 1024
 FIELD_MAX_CHARS = 1500
 JOURNAL_LINE_MAX_CHARS = 4000
@@ -30,7 +32,7 @@ def icon(result):
 
 
 def _one_line(text, limit=300):
-    return truncate(" ".join(str(text).split()), limit)
+    return truncate(visible(" ".join(str(text).split())), limit)
 
 
 def _describe(result):
@@ -56,8 +58,9 @@ def _describe(result):
         facts.append(f"error: {_one_line(result['error'], 600)}")
     for key in ("stdout", "stderr", "body", "content"):
         if result.get(key):
-            text = truncate(str(result[key]), FIELD_MAX_CHARS).rstrip("\n")
-            facts.append(f"{key}:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+            # Only "\n" breaks a line here: any other break or control character is shown as its escape.
+            text = visible(truncate(str(result[key]), FIELD_MAX_CHARS).rstrip("\n"), keep="\n\t")
+            facts.append(f"{key}:\n" + "\n".join("    " + ln for ln in text.split("\n")))
     lines += ["   " + f for f in facts]
     return "\n".join(lines)
 
@@ -84,9 +87,8 @@ def last_results(tick_n, mode, when, provider, model, writes, actions, notes_ski
 
 
 def journal_line(tick_n, when, work_done):
-    text = " / ".join(line.strip() for line in work_done.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-                      if line.strip())
-    return f"#{tick_n} {when} — {truncate(text, JOURNAL_LINE_MAX_CHARS)}\n"
+    """One journal line, whatever breaks work_done holds: a journal record is one line for every reader."""
+    return f"#{tick_n} {when} — {truncate(fold_lines(work_done), JOURNAL_LINE_MAX_CHARS)}\n"
 
 
 def action_counts(results):
@@ -95,6 +97,31 @@ def action_counts(results):
     failed = sum(1 for r in results if not r.get("ok") and r.get("status") != "skipped")
     skipped = sum(1 for r in results if r.get("status") == "skipped")
     return run, queued, failed, skipped
+
+
+def metrics_row(ts, tick_n, mode, wall_s, outcome, llm=None, reply=None, actions=(), writes=(),
+                input_tokens=None):
+    """The logs/metrics.csv row of a finished tick (§17): None where a value is unknown.
+
+    `failures` counts the failed actions and file writes; why a tick failed is its `outcome` word and, in
+    full, logs/error-N.log."""
+    run, queued, failed, _ = action_counts(actions)
+    failed += sum(1 for w in writes if not w.get("ok"))
+    return {
+        "ts": ts, "tick_n": tick_n, "mode": mode, "wall_s": round(wall_s, 3),
+        "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
+        "input_tokens_est": input_tokens,
+        "output_chars": len(llm.content) if llm else None,
+        "actions_count": len(reply["actions"]) if reply else None,
+        "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
+        "parse_ok": (reply is not None) if llm else None,
+        "drift_flag": reply["drift_flag"] if reply else None,
+        "compact_now": reply["compact_now"] if reply else None,
+        "failures": failed, "outcome": outcome,
+        "llm_wall_s": round(llm.wall_s, 3) if llm else None,
+        "prompt_tokens": llm.prompt_tokens if llm else None,
+        "completion_tokens": llm.completion_tokens if llm else None,
+    }
 
 
 def tick_summary(tick_n, started, wall_s, provider, model, text, max_chars, results, drift_flag=None):

@@ -29,6 +29,9 @@ KNOWN_FIELDS = (
 # A fence line: optional indent, three backticks, an optional info string ("json", "python", ...).
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([^\n`]*)$", re.M)
 _BRACE_OR_QUOTE = re.compile(r'[{}"]')
+_BRACKET_OR_QUOTE = re.compile(r'[\[\]"]')
+_OPENER = re.compile(r"[{\[]")
+_BRACE = re.compile(r"{")
 # The rest of a JSON string after its opening quote, up to and including the closing quote (unrolled so
 # it never backtracks).
 _STRING_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -88,16 +91,18 @@ def _fenced_blocks(text):
         yield opening.group(1).strip().lower(), text[opening.end():]
 
 
-def _object_end(text, start):
-    """Index just past the object opening at text[start], or -1 if it never closes.
+def _object_end(text, start, marks=_BRACE_OR_QUOTE):
+    """Index just past the object (or, with `_BRACKET_OR_QUOTE`, the array) opening at text[start], or -1
+    if it never closes.
 
-    Braces inside JSON strings do not count; brackets are not tracked because a mismatch there makes the
-    span invalid JSON anyway.
+    Braces inside JSON strings do not count; the other kind of bracket is not tracked because a mismatch
+    there makes the span invalid JSON anyway.
     """
+    opener = text[start]
     depth = 0
     pos = start
     while True:
-        m = _BRACE_OR_QUOTE.search(text, pos)
+        m = marks.search(text, pos)
         if m is None:
             return -1
         ch = m.group()
@@ -108,7 +113,7 @@ def _object_end(text, start):
             pos = tail.end()
             continue
         pos = m.end()
-        depth += 1 if ch == "{" else -1
+        depth += 1 if ch == opener else -1
         if depth == 0:
             return pos
 
@@ -120,6 +125,8 @@ def _from_fences(text, errors):
     # A real reply has a handful of fences; the cap keeps a flood of them from costing a parse each.
     for _, body in blocks[:MAX_FENCED_BLOCKS]:
         body = body.strip()
+        if body.startswith("["):
+            _refuse_array(body)
         if not body.startswith("{"):
             continue
         try:
@@ -134,13 +141,52 @@ def _from_fences(text, errors):
     return None
 
 
+def _holds_object(value):
+    """Whether a JSON array holds an object, at any depth of arrays (iteratively: nesting may be deep)."""
+    stack = [value]
+    while stack:
+        items = stack.pop()
+        if isinstance(items, list):
+            if any(isinstance(item, dict) for item in items):
+                return True
+            stack.extend(items)
+    return False
+
+
+def _refuse_array(span):
+    """A JSON array holding an object is a reply in the wrong shape, never a wrapper to look inside (§10)."""
+    try:
+        value = _loads(span)
+    except (_DuplicateKey, ValueError):
+        return
+    if _holds_object(value):
+        raise ResponseError("the reply's JSON is an array, not an object; an object inside it is never "
+                            "taken as the reply")
+
+
 def _from_top_level(text, errors):
-    """The first top-level {...} span that is valid JSON; spans are disjoint, never entered when invalid."""
+    """The first top-level {...} span that is valid JSON; spans are disjoint, never entered when invalid.
+
+    A [...] span before it is stepped over whole when it is valid JSON (or invalid), so an object inside an
+    array is never taken; an array of objects is refused outright."""
     pos = 0
+    opener = _OPENER
     while True:
-        start = text.find("{", pos)
-        if start < 0:
+        start = opener.search(text, pos)
+        if start is None:
             return None
+        start = start.start()
+        if text[start] == "[":
+            end = _object_end(text, start, _BRACKET_OR_QUOTE)
+            if end < 0:
+                # Prose such as "[see below"; no later bracket closes either, so stop looking for them
+                # (scanning to the end once per bracket would be quadratic).
+                opener = _BRACE
+                pos = start + 1
+                continue
+            _refuse_array(text[start:end])
+            pos = end
+            continue
         end = _object_end(text, start)
         if end < 0:
             errors.append(f"object starting at offset {start} is never closed")

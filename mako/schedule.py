@@ -8,7 +8,9 @@ rules can be driven by a fake clock in tests and by the wall clock in `superviso
 - The scribe's next run time, the local date of the last digest, the date of the last cleanup and the
   failure counts live in `state/.mako/schedule.json`, so a restart neither starves the scribe, nor pushes
   it back a whole interval, nor sends a second digest the same day.
-- The digest runs once per local date, at the first pass at or after `digest_hour_local`.
+- The digest runs once per local date, at the first pass at or after `digest_hour_local`. digest.py records
+  the date itself on delivery (`state/.mako/digest_sent`), so one sent by hand, or killed after Telegram
+  took it, is not sent again that day.
 - A role that failed twice or more in a row waits longer (`interval * 2**min(k-1, 4)`, at most an hour
   more than usual) and says so; a success resets it. Exit 75 (the tick lock is busy) is not a failure.
 - `logging.keep_days` of 0 keeps payloads forever; otherwise once a day older ones are deleted.
@@ -16,22 +18,29 @@ rules can be driven by a fake clock in tests and by the wall clock in `superviso
 
 import json
 import os
+import re
 import time
 import traceback
+from pathlib import Path
 
 from .children import STOPPED
-from .display import visible
-from .fileio import atomic_write
+from .errors import EXIT_BUSY
+from .fileio import atomic_write, open_regular
 from .pause import paused_reason
+from .text import one_line
 
 SCHEDULE_FILE = "schedule.json"
+# Written by digest.py itself the moment Telegram accepted a digest (§4), read by the supervisor: a digest
+# killed after delivery, or sent by hand, is never sent again the same local date.
+DIGEST_SENT_FILE = "digest_sent"
 ROLES = ("tick", "scribe", "digest")
-EXIT_BUSY = 75
+SCHEDULE_MAX_BYTES = 64 * 1024
 BACKOFF_MAX_EXTRA_S = 3600
 BACKOFF_MAX_DOUBLINGS = 4
 DIGEST_RETRY_S = 600
 ERROR = "ERROR"
 PAYLOAD_FOLDERS = ("ticks", "scribe")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # While paused, how often the loop looks for state/PAUSED to be gone.
 PAUSE_POLL_S = 2.0
 
@@ -46,6 +55,21 @@ def backoff_gap(interval, failures):
 
 def local_date(tm):
     return f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
+
+
+def record_digest_sent(private, tm):
+    """Record the local date of `tm` as the day a digest was delivered."""
+    atomic_write(Path(private) / DIGEST_SENT_FILE, local_date(tm) + "\n")
+
+
+def digest_sent_date(private):
+    """The local date digest.py last recorded a delivery on, or None."""
+    try:
+        with open(Path(private) / DIGEST_SENT_FILE, "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if DATE_RE.fullmatch(text) else None
 
 
 def seconds_until_hour(tm, hour):
@@ -117,8 +141,8 @@ class ScheduleState:
     def load(self):
         """Read the file; a missing, unreadable or malformed one (or field) falls back to a fresh start."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            with open_regular(self.path) as f:
+                data = json.loads(f.read(SCHEDULE_MAX_BYTES).decode("utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -197,10 +221,15 @@ class Scheduler:
 
     # -- decisions ----------------------------------------------------------------------------------------
 
+    def _last_digest(self):
+        """The later of the date this supervisor recorded and the one digest.py recorded on delivery."""
+        dates = [d for d in (self.state.last_digest_date, digest_sent_date(self.cfg.paths.private)) if d]
+        return max(dates) if dates else None
+
     def _digest_due(self, now, tm):
         if not self.digest_on or now < self.digest_retry_at or tm.tm_hour < self.digest_hour:
             return False
-        last = self.state.last_digest_date
+        last = self._last_digest()
         return last is None or local_date(tm) > last
 
     def _cleanup_due(self, tm):
@@ -224,7 +253,7 @@ class Scheduler:
         """Look at state/PAUSED; say so once when a pause starts and once when it ends."""
         reason = paused_reason(self.cfg.paths)
         if reason and not self.paused:
-            self.say(f"paused: {visible(reason, 300)}")
+            self.say(f"paused: {one_line(reason, 300, 'state/PAUSED')}")
         elif not reason and self.paused:
             self.say("resumed")
         self.paused = reason
@@ -330,11 +359,14 @@ class Scheduler:
     def _digest(self, now):
         rc = self._run("digest", self._argv("digest.py"), self.cfg.supervisor.digest_timeout_s)
         end = self.clock()
-        if rc == STOPPED:
+        today = local_date(self.localtime(now))
+        # Delivered is delivered, whatever became of the run after that (a kill, a timeout).
+        delivered = (digest_sent_date(self.cfg.paths.private) or "") >= today
+        if rc == STOPPED and not delivered:
             return
-        gap = self._account("digest", rc, DIGEST_RETRY_S)
-        if rc == 0:
-            self.state.last_digest_date = local_date(self.localtime(now))
+        gap = self._account("digest", 0 if delivered else rc, DIGEST_RETRY_S)
+        if rc == 0 or delivered:
+            self.state.last_digest_date = today
         else:
             self.digest_retry_at = end + gap
         self._save()

@@ -23,6 +23,7 @@ from .paths import ensure_layout
 from .redact import Redactor
 from .response import parse_scribe
 from .telegram import TelegramClient
+from .text import neutralise
 
 log = logging.getLogger("scribe")
 
@@ -78,17 +79,19 @@ def gather(cfg):
     """The scribe's context, as Blocks: mission, persona, journal tail, notes, and the drafts so far."""
     p = cfg.paths
     n = cfg.scribe.recent_journal_lines
+    # All but MISSION is model-written: neutralised, so no line can pass for a block heading.
     blocks = [
         Block("MISSION", "MISSION", _head(p.state / "MISSION.md", STATE_MAX_BYTES)),
-        Block("PERSONA", "PERSONA", _head(p.state / "PERSONA.md", STATE_MAX_BYTES)),
+        Block("PERSONA", "PERSONA", neutralise(_head(p.state / "PERSONA.md", STATE_MAX_BYTES))),
         Block("JOURNAL", f"JOURNAL (last {n} lines)",
-              "\n".join(tail_lines(p.state / "JOURNAL.md", n)) or "(no journal yet)", keep="tail"),
-        Block("NOTES_INDEX", "notes/INDEX.md", _head(p.notes / "INDEX.md", STATE_MAX_BYTES) or "(no index yet)"),
+              neutralise("\n".join(tail_lines(p.state / "JOURNAL.md", n))) or "(no journal yet)", keep="tail"),
+        Block("NOTES_INDEX", "notes/INDEX.md",
+              neutralise(_head(p.notes / "INDEX.md", STATE_MAX_BYTES)) or "(no index yet)"),
     ]
     for name, text in recent_notes(p.notes):
-        blocks.append(Block(f"note:notes/{name}", f"notes/{name} (recently changed)", text))
+        blocks.append(Block(f"note:notes/{name}", neutralise(f"notes/{name} (recently changed)"), neutralise(text)))
     blocks.append(Block("DRAFTS", "Drafts already written (newest first) — do not repeat their topics",
-                        drafts_list(drafts_dir(cfg))))
+                        neutralise(drafts_list(drafts_dir(cfg)))))
     return blocks
 
 

@@ -14,17 +14,24 @@ import csv
 import gc
 import io
 import math
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 
+from .fileio import lines_from_end, open_regular, read_head
 from .logs import METRICS_COLUMNS
+from .text import terminal_safe
 
 BAR = "█"
 _fromiso = datetime.fromisoformat
 # A quoted field may hold a newline (csv.writer quotes it); beyond this many lines an open quote is junk.
 MAX_RECORD_LINES = 50
+# A tail read gives up here (a year of 5-minute ticks is about 20 MB).
+TAIL_MAX_BYTES = 64 * 1024 * 1024
+HEADER_MAX_BYTES = 4096
 
 
 @dataclass
@@ -154,8 +161,32 @@ def _fast_rows(text):
 
 def read_table(path):
     """Read metrics.csv at `path` into a Table. Raises FileNotFoundError when there is no file."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a FIFO there must not hang the report
         raw = f.read()
+    return parse_table(raw)
+
+
+def read_table_since(path, since, max_bytes=TAIL_MAX_BYTES):
+    """The rows of metrics.csv from `since` on (and perhaps a few before), read from the file's end back to
+    the first row older than `since` (or `max_bytes`): a day's digest costs a day of rows, not the file.
+    Raises FileNotFoundError when there is no file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    lines, whole = [], os.path.getsize(path) <= max_bytes
+    for line in lines_from_end(path, max_bytes):
+        lines.append(line)
+        stamp = parse_ts(line.split(b",", 1)[0].decode("ascii", "replace")) if line[:1].isdigit() else None
+        if stamp is not None and stamp < since:
+            whole = False
+            break
+    lines.reverse()
+    if not whole:
+        lines.insert(0, read_head(path, HEADER_MAX_BYTES)[0].split(b"\n", 1)[0])
+    return parse_table(b"\n".join(lines))
+
+
+def parse_table(raw):
+    """A Table from the bytes of a metrics file (a header line, then rows)."""
     text = raw.decode("utf-8", "replace").replace("\x00", "")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -323,6 +354,7 @@ def fmt_int(x):
 DISTRIBUTIONS = (("wall_s", "s", "{:.2f}"), ("input_tokens_est", "tokens", "{:.0f}"),
                  ("output_chars", "chars", "{:.0f}"))
 RECENT_FAILURES = 10
+TICK_RE = re.compile(r"[0-9]{1,12}")
 
 
 def _count_lines(pairs, n, limit=12):
@@ -364,9 +396,9 @@ def _span_lines(table, tick_interval_s, mean_wall):
     return lines
 
 
-def report(table, source, tick_interval_s, extra=()):
-    """The soak report for a non-empty Table, as text; `extra` lines (a section from outside the metrics)
-    go before the recent failures."""
+def report(table, source, tick_interval_s, reason=None, extra=()):
+    """The soak report for a non-empty Table, as text. `reason(tick_n)` says why a tick failed ("" when
+    unknown); `extra` lines (a section from outside the metrics) go before the recent failures."""
     n = len(table)
     out = [f"metrics: {source}",
            f"rows: {n:,}" + (f" ({table.skipped:,} unreadable rows skipped)" if table.skipped else ""), ""]
@@ -414,10 +446,13 @@ def report(table, source, tick_interval_s, extra=()):
 
     out += list(extra)
     out += ["", f"Recent failures (last {min(RECENT_FAILURES, len(failed))} of {len(failed):,})"]
-    ticks, fails = table.col("tick_n"), table.col("failures")
+    ticks = table.col("tick_n")
     for i in failed[-RECENT_FAILURES:]:
-        out.append(f"  {table.ts[i].isoformat()}  #{ticks[i].strip() or '?'}  {outcomes[i].strip() or '(unknown)'}"
-                   + (f"  {_cut(fails[i], 160)}" if fails[i].strip() else ""))
+        tick = ticks[i].strip()
+        why = reason(int(tick)) if reason and TICK_RE.fullmatch(tick) else ""
+        out.append(f"  {table.ts[i].isoformat()}  #{tick or '?'}  {outcomes[i].strip() or '(unknown)'}"
+                   + (f"  {_cut(why, 160)}" if why.strip() else ""))
     if not failed:
         out.append("  none")
-    return "\n".join(out) + "\n"
+    # Cells hold model text (a drift flag, a model name): no escape sequence reaches the terminal.
+    return terminal_safe("\n".join(out)) + "\n"

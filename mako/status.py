@@ -19,13 +19,10 @@ from datetime import datetime, timezone
 
 from . import health
 from .fileio import read_head, tail_lines
-from .logs import METRICS_COLUMNS
 from .pause import paused_reason
-from .stats import _parse_line, _records, parse_ts
+from .stats import TAIL_MAX_BYTES, parse_ts, read_table_since
 
 DAY_S = 86400
-BLOCK = 64 * 1024
-METRICS_TAIL_MAX_BYTES = 8 * 1024 * 1024
 QUEUE_TAIL_LINES = 2000
 LEDGER_TAIL_LINES = 5000
 LOGS_MAX_ENTRIES = 50000
@@ -65,66 +62,6 @@ def _json_file(path, max_bytes=1024 * 1024):
 
 def _iso(epoch):
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
-
-
-def _oldest_stamp(data, ts_at):
-    """The time of the first whole row in a block read from the middle of the file (inf when none shows).
-
-    The block's first line may be cut, and a line may be the continuation of a quoted cell, so the first
-    few lines are tried."""
-    for line in data.split(b"\n", 5)[1:5]:
-        cells = _parse_line(line.decode("utf-8", "replace"))
-        stamp = parse_ts(cells[ts_at]) if len(cells) > ts_at else None
-        if stamp is not None:
-            return stamp.timestamp()
-    return float("inf")
-
-
-def metrics_tail(path, since, max_bytes=METRICS_TAIL_MAX_BYTES):
-    """(rows, complete) of metrics.csv from its end back to the first row older than `since`.
-
-    Rows are dicts keyed by the file's own header (an older header still reads); a torn row (a crash
-    mid-append) is left out. `complete` is False when the window went past `max_bytes` of file.
-    """
-    if not _regular(path):
-        raise FileNotFoundError(path)
-    with open(path, "rb") as f:
-        head = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
-        header = [h.strip() for h in _parse_line(head)]
-        if "ts" not in header:
-            header = list(METRICS_COLUMNS)
-        ts_at = header.index("ts")
-        f.seek(0, os.SEEK_END)
-        pos = end = f.tell()
-        data = b""
-        complete = True
-        while pos > 0:
-            step = min(BLOCK, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-            if pos > 0 and _oldest_stamp(data, ts_at) < since:
-                break
-            if end - pos >= max_bytes:
-                complete = False
-                break
-    lines = data.decode("utf-8", "replace").replace("\x00", "").split("\n")
-    if pos > 0:
-        lines = lines[1:]  # the first line may be cut in half
-    elif lines and lines[0].lstrip("\ufeff").strip() == head.strip():
-        lines = lines[1:]
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines if ln.strip()]
-    rows = []
-    for cells in _records(lines, len(header)):
-        if len(cells) != len(header):
-            continue
-        stamp = parse_ts(cells[ts_at])
-        if stamp is None:
-            continue
-        row = dict(zip(header, cells))
-        row["_ts"] = stamp.timestamp()
-        rows.append(row)
-    return rows, complete
 
 
 def open_from_queue_tail(cfg):
@@ -285,22 +222,27 @@ def _section(info, key, fn, *args):
 
 def _ticks(cfg, now):
     path = cfg.paths.logs / "metrics.csv"
+    since = datetime.fromtimestamp(now - DAY_S, timezone.utc)
     try:
-        rows, complete = metrics_tail(path, now - DAY_S)
+        _regular(path)
+        table = read_table_since(path, since)
     except FileNotFoundError:
         return {"last": None, "day": {"ticks": 0, "failed": 0, "complete": True}, "recent": [],
                 "note": "no logs/metrics.csv yet"}
-    day = [r for r in rows if r["_ts"] >= now - DAY_S]
-    last = rows[-1] if rows else None
-    out = {"day": {"ticks": len(day), "failed": sum(1 for r in day if r.get("outcome", "").strip() != "ok"),
+    outcomes = [o.strip() for o in table.col("outcome")]
+    day = [i for i, t in enumerate(table.ts) if t >= since]
+    # Read back to a row older than the window, unless the file's tail stopped first.
+    complete = not table.ts or table.ts[0] < since or os.path.getsize(path) <= TAIL_MAX_BYTES
+    # An empty outcome is unknown (a row cut short by a crash), not a failure.
+    out = {"day": {"ticks": len(day), "failed": sum(1 for i in day if outcomes[i] not in ("ok", "")),
                    "complete": complete},
-           "recent": [r.get("outcome", "").strip() for r in rows[-FAILED_IN_A_ROW:]], "last": None}
-    if last:
-        n = last.get("tick_n", "").strip()
-        out["last"] = {"n": int(n) if n.isdigit() else None, "outcome": last.get("outcome", "").strip() or None,
-                       "at": _iso(last["_ts"]), "epoch": last["_ts"],
-                       "provider": last.get("provider_used", "").strip() or None,
-                       "model": last.get("model_used", "").strip() or None}
+           "recent": outcomes[-FAILED_IN_A_ROW:], "last": None}
+    if table.ts:
+        cell = {name: table.col(name)[-1].strip() for name in ("tick_n", "provider_used", "model_used")}
+        epoch = table.ts[-1].timestamp()
+        out["last"] = {"n": int(cell["tick_n"]) if cell["tick_n"].isdigit() else None,
+                       "outcome": outcomes[-1] or None, "at": _iso(epoch), "epoch": epoch,
+                       "provider": cell["provider_used"] or None, "model": cell["model_used"] or None}
     return out
 
 
@@ -366,7 +308,7 @@ def problems(cfg, info, now):
             out.append(f"the primary is failing ({p['failed_ticks']} ticks)")
     ticks = info["ticks"]
     recent = ticks.get("recent") or []
-    if len(recent) >= FAILED_IN_A_ROW and all(o != "ok" for o in recent):
+    if len(recent) >= FAILED_IN_A_ROW and all(o not in ("ok", "") for o in recent):
         out.append(f"the last {FAILED_IN_A_ROW} ticks failed")
     last = ticks.get("last")
     stale = STALE_INTERVALS * cfg.supervisor.tick_interval_s

@@ -6,7 +6,7 @@ Times are local (like the tick summary's HH:MM), ages relative to now; an item t
 
 import time
 
-from .display import visible
+from .text import visible
 from .stats import parse_ts
 
 DAY_S = 86400

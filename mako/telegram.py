@@ -5,12 +5,15 @@ payload. Long texts are split on paragraph or line boundaries. The bot token tra
 every error text is scrubbed before it is recorded or logged.
 """
 
+import json
 import logging
 import time
 
 import requests
+import urllib3
 
 from .config import THREAD_NAMES
+from .net import read_body, within
 
 log = logging.getLogger("mako.telegram")
 
@@ -22,6 +25,7 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 15.0
 MIN_SEND_S = 1.0
 MARK = "<redacted>"
+MAX_REPLY_BYTES = 1024 * 1024
 
 
 def utf16_len(text):
@@ -177,24 +181,26 @@ class TelegramClient:
                 self._record(False, None, "not sent: the run deadline was reached", thread_id, part, parts, text)
                 return False
             read = READ_TIMEOUT_S if left is None else max(0.5, min(READ_TIMEOUT_S, left))
-            status, data, error = None, {}, None
+            status, data, error, raw = None, {}, None, b""
             try:
-                resp = self._session.post(url, json=payload, timeout=(min(CONNECT_TIMEOUT_S, read), read))
-                status = resp.status_code
+                # Bounded by wall time: a server dripping its answer must not hold the run past its deadline.
+                budget = read + min(CONNECT_TIMEOUT_S, read)
+                status, raw = within(budget if left is None else min(budget, left), self._exchange, url, payload,
+                                     read)
                 try:
-                    data = resp.json()
+                    data = json.loads(raw)
                 except ValueError:
                     data = {}
                 if not isinstance(data, dict):
                     data = {}
-            except requests.RequestException as e:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
                 error = self.scrub(f"{type(e).__name__}: {e}")[:500]
             if status == 200 and data.get("ok") is True:
                 result = data.get("result") if isinstance(data.get("result"), dict) else {}
                 self._record(True, status, None, thread_id, part, parts, text, result.get("message_id"))
                 return True
             if status is not None:
-                description = data.get("description") or resp.text[:200]
+                description = data.get("description") or raw[:200].decode("utf-8", "replace")
                 error = self.scrub(f"HTTP {status}: {' '.join(str(description).split())}")[:500]
             retry_after = self._retry_after(data)
             self._record(False, status, error, thread_id, part, parts, text, retry_after=retry_after)
@@ -215,6 +221,12 @@ class TelegramClient:
                     continue
             log.warning("telegram send failed: %s", error)
             return False
+
+    def _exchange(self, url, payload, read):
+        resp = self._session.post(url, json=payload, timeout=(min(CONNECT_TIMEOUT_S, read), read), stream=True)
+        with resp:
+            body, _ = read_body(resp, MAX_REPLY_BYTES)
+        return resp.status_code, body
 
     @staticmethod
     def _retry_after(data):

@@ -5,6 +5,7 @@ after the tick number is taken, the tick records itself: a metrics row, a payloa
 error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
 """
 
+import errno
 import json
 import logging
 import os
@@ -15,16 +16,16 @@ import traceback
 from pathlib import Path
 
 from . import counter, inbox as inbox_mod, report
-from .actions import ActionContext, run_action
+from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .context import build, gather
 from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
                      ResponseError)
-from .fileio import FileLock, append, atomic_write, displace, read_text
+from .fileio import FileLock, append, atomic_write, displace, open_regular
 from .health import safe_record_tick
 from .llm import call_providers
 from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, copy_file, ensure_layout, remove_stale_temp_files
+from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
 from .redact import Redactor
 from .response import parse_reply
 from .telegram import TelegramClient
@@ -34,6 +35,8 @@ log = logging.getLogger("tick")
 MAX_WRITE_BYTES = 1024 * 1024
 MAX_FILES = 200
 COMPACT_FAIL_LIMIT = 3
+# What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
+TERMINATED_POST_S = 3.0
 
 
 class Terminated(BaseException):
@@ -44,7 +47,8 @@ class Terminated(BaseException):
 
 
 def read_prompt(cfg, name):
-    return (cfg.paths.prompts / name).read_text(encoding="utf-8")
+    with open_regular(cfg.paths.prompts / name) as f:  # never blocks on a FIFO planted there
+        return f.read().decode("utf-8")
 
 
 def choose_mode(cfg, requested):
@@ -61,16 +65,13 @@ def choose_mode(cfg, requested):
 
 
 def _read_int(path):
-    try:
-        return int(read_text(path, "0").strip() or 0)
-    except ValueError:
-        return 0
+    return counter.read_number(path) or 0
 
 
-def assemble(cfg, mode, inbox_text):
+def assemble(cfg, mode, inbox_text, seeds=None):
     """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
     system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact")
+    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds)
     message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
     sizes["notes_loaded"] = loaded
     sizes["notes_skipped"] = skipped
@@ -78,13 +79,27 @@ def assemble(cfg, mode, inbox_text):
 
 
 def dry_run(cfg, mode=None, out=None):
-    """Print the exact request a tick would send now; change nothing (§3)."""
+    """Print the exact request a tick would send now; create or change nothing (§3).
+
+    What a tick would create first is read as it would be: a missing state file as its seed, a missing
+    root as an empty one; and the output says so."""
     out = out or sys.stdout
-    ensure_layout(cfg)
+    p = cfg.paths
+    notes = []
+    if p.root.exists() and not p.root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.root))
+    if not p.root.is_dir():
+        notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
+    seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
+    if seeds and not notes:
+        notes += [f"{dst.relative_to(p.root) if p.root in dst.parents else dst} is missing; shown from "
+                  f"seed/ (a tick seeds it)" for dst in seeds]
     mode, _ = choose_mode(cfg, mode)
-    pending = inbox_mod.peek(cfg.paths)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None)
+    pending = inbox_mod.peek(p)
+    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds)
     redactor = Redactor(cfg.secrets())
+    for note in notes:
+        print(f"=== note: {note}", file=out)
     print(f"=== mode: {mode}", file=out)
     print("=== system prompt", file=out)
     print(redactor.text(system_prompt), file=out)
@@ -97,6 +112,7 @@ def dry_run(cfg, mode=None, out=None):
     print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
     if sizes["over_cap"]:
         print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
+    out.flush()
     return EXIT_OK
 
 
@@ -126,6 +142,9 @@ class Tick:
                         "telegram_posts": self.telegram.records, "errors": self.errors}
         self.set_compact_flag = False
         self.recording = False
+        self.moved_unposted = []
+        self.in_action = None
+        self.journal_archived = None
 
     def _on_sigterm(self, signum, frame):
         # Stop the work, but never the recording of it: the supervisor's grace period covers that.
@@ -137,16 +156,24 @@ class Tick:
 
     def run(self):
         cfg = self.cfg
-        ensure_layout(cfg)
-        lock = FileLock(cfg.paths.private / "tick.lock")
-        if not lock.acquire():
+        try:
+            self.note_moved(ensure_layout(cfg), logged=True)
+            lock = FileLock(cfg.paths.private / "tick.lock")
+            acquired = lock.acquire()
+        except Exception as e:  # noqa: BLE001 — before the lock, still a row, a post and rc 1
+            return self.fail_early(e, "preparing the layout")
+        if not acquired:
             print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
-            self.n = counter.next_tick(cfg.paths)
+            try:
+                remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
+                self.n = counter.next_tick(cfg.paths)
+            except Exception as e:  # noqa: BLE001
+                return self.fail_early(e, "taking the tick number")
             self.payload["tick_n"] = self.n
+            self.post_moved()
             try:
                 self.transaction()
                 outcome, rc = "ok", EXIT_OK
@@ -161,6 +188,48 @@ class Tick:
         finally:
             signal.signal(signal.SIGTERM, old_handler)
             lock.release()
+
+    def fail_early(self, error, step):
+        """A failure before the tick could number or record itself: a stderr line, a FAIL post, a metrics
+        row where the logs folder allows one, and rc 1 — never a silent stop."""
+        cfg = self.cfg
+        text = self.redactor.text(f"{type(error).__name__}: {error}")
+        print(f"tick: failed before it could record itself ({step}): {text}", file=sys.stderr, flush=True)
+        self.telegram.send(report.failure_summary(self.n if self.n is not None else "?",
+                                                  RuntimeError(f"while {step}: {text}")), "log")
+        row = {"ts": iso(), "tick_n": self.n, "mode": self.requested_mode or "normal",
+               "wall_s": round(self.clock() - self.started, 3), "outcome": "fail"}
+        try:
+            append_metrics(cfg.paths.logs / "metrics.csv", row)
+        except Exception as e:  # noqa: BLE001 — the stderr line above is then the only record
+            print(f"tick: no metrics row either: {self.redactor.text(e)}", file=sys.stderr, flush=True)
+        return EXIT_FAIL
+
+    def note_moved(self, moved, logged=False):
+        """Record what the layout check moved aside (a folder, FIFO or link where a wrapper path was)."""
+        for line in moved:
+            if not logged:
+                log.warning("%s", line)
+            self.errors.append(line)
+            self.moved_unposted.append(line)
+        if self.n is not None:
+            self.post_moved()
+
+    def post_moved(self):
+        if self.moved_unposted:
+            self.telegram.send(f"🦫 #{self.n} ⚠️ " + "\n".join(self.moved_unposted), "log")
+            self.moved_unposted = []
+
+    def repair_layout(self):
+        """Check the wrapper's paths again before writing the records: an action may have planted something."""
+        try:
+            moved = check_layout(self.cfg)
+            self.note_moved(moved)
+            visible = self.cfg.paths.state / "tick_counter.txt"
+            if moved and self.n is not None and not os.path.lexists(visible):
+                atomic_write(visible, f"{self.n}\n", mode=0o644)  # the operator's view of the counter
+        except OSError as e:
+            self.errors.append(self.redactor.text(f"layout check failed: {e}"))
 
     def transaction(self):
         cfg = self.cfg
@@ -203,6 +272,7 @@ class Tick:
         # Validated: from here on, side effects.
         self.apply_files()
         self.run_actions()
+        self.repair_layout()
         self.write_results()
         self.write_own(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
                        append_only=True)
@@ -247,7 +317,7 @@ class Tick:
         """Write one of the wrapper's own state files, first moving aside a symlink or folder planted there."""
         aside = displace(path)
         if aside:
-            self.errors.append(f"{path.name} was not a regular file; moved aside to {aside.name}")
+            self.note_moved([f"{path.name} was not a regular file; moved aside to {aside.name}"])
         if append_only:
             append(path, text)
         else:
@@ -261,7 +331,10 @@ class Tick:
             # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
             if self.mode == "compact" and policy.check_write(path) == Path(
                     os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
-                result["journal_archived_to"] = self.archive_journal()
+                # Once per tick: the first write saw the whole journal; later ones replace a rewrite.
+                if self.journal_archived is None:
+                    self.journal_archived = self.archive_journal() or ""
+                result["journal_archived_to"] = self.journal_archived or None
             result["bytes"] = policy.write(path, content, mode)
             result.update(ok=True, status="ok")
         except PathRefused as e:
@@ -301,10 +374,14 @@ class Tick:
             elif self.clock() > self.deadline - 2:
                 result = self.skipped(action, "no time left in this tick; not run")
             else:
+                if i:
+                    self.repair_layout()  # the action before may have planted a link the queue would follow
                 # If the tick dies inside this action, the next tick must learn that it may have run.
-                self.write_results(failure=f"stopped while running action {i + 1} of {len(actions)} "
-                                           f"({str(action.get('type'))[:40]}); it may have run")
+                self.in_action = (action, f"stopped while running action {i + 1} of {len(actions)} "
+                                          f"({str(action.get('type'))[:40]}); it may have run")
+                self.write_results(failure=self.in_action[1])
                 result = run_action(ctx, action)
+                self.in_action = None
             self.actions.append(result)
             self.payload["actions"] = self.actions
 
@@ -322,9 +399,10 @@ class Tick:
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
         every = cfg.tick.compact_every_n_ticks
         if self.mode == "compact":
-            atomic_write(cfg.paths.private / "compact_failures", "0\n")
+            # The flag goes first: a reset give-up count before a failing unlink would retry for ever.
             if not self.set_compact_flag:
                 flag.unlink(missing_ok=True)
+            atomic_write(cfg.paths.private / "compact_failures", "0\n")
             return
         reasons = []
         if self.set_compact_flag:
@@ -356,6 +434,18 @@ class Tick:
         if isinstance(error, ResponseError) and not str(error).startswith("PARSE_ERROR"):
             message = f"PARSE_ERROR: {error}"
         self.errors.append(self.redactor.text(message))
+        if isinstance(error, Terminated):
+            # Stopped at the supervisor's timeout: the deadline is past, but the grace period still
+            # leaves time for the FAIL post.
+            self.telegram.deadline = self.clock() + TERMINATED_POST_S
+        if self.in_action is not None:
+            action, note = self.in_action
+            self.actions.append({"type": str(action.get("type"))[:40] if isinstance(action, dict) else "?",
+                                 "ok": False, "status": "stopped", **identity(action), "summary": note,
+                                 "error": type(error).__name__})
+            self.payload["actions"] = self.actions
+            message = f"{message} — {note}"
+        self.repair_layout()
         try:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             write_error_log(cfg.paths.logs, self.n, f"tick {self.n} ({self.mode}) failed at {iso()}\n{trace}",
@@ -370,11 +460,14 @@ class Tick:
             self.errors.append(self.redactor.text(f"while recording the failure: {e!r}"))
         text = report.failure_summary(self.n, error if not isinstance(error, ResponseError) else
                                       ResponseError(message))
+        if self.in_action is not None:
+            text += f"\n⚠️ {self.in_action[1]}"
         self.telegram.send(text, "log")
         log.error("tick %s failed: %s", self.n, self.redactor.text(message))
         return outcome
 
     def finish(self, outcome):
+        self.repair_layout()
         cfg, llm, reply = self.cfg, self.llm, self.reply
         ended = self.clock()
         wall = ended - self.started
@@ -385,25 +478,10 @@ class Tick:
             self.telegram.send(summary, "log")
         # Alerts on a failing primary or failing ticks; posted before the payload so it records them.
         safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
-        run, queued, failed, _ = report.action_counts(self.actions)
-        failed += sum(1 for w in self.writes if not w.get("ok"))
         self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
                             outcome=outcome)
-        row = {
-            "ts": iso(), "tick_n": self.n, "mode": self.mode, "wall_s": round(wall, 3),
-            "provider_used": llm.slot if llm else None, "model_used": llm.model if llm else None,
-            "input_tokens_est": self.payload["sizes"].get("total") if self.payload["sizes"] else None,
-            "output_chars": len(llm.content) if llm else None,
-            "actions_count": len(reply["actions"]) if reply else None,
-            "actions_executed": run if reply else None, "actions_queued": queued if reply else None,
-            "parse_ok": (reply is not None) if llm else None,
-            "drift_flag": reply["drift_flag"] if reply else None,
-            "compact_now": reply["compact_now"] if reply else None,
-            "failures": failed, "outcome": outcome,
-            "llm_wall_s": round(llm.wall_s, 3) if llm else None,
-            "prompt_tokens": llm.prompt_tokens if llm else None,
-            "completion_tokens": llm.completion_tokens if llm else None,
-        }
+        row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
+                                 self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
         try:
             append_metrics(cfg.paths.logs / "metrics.csv", row)

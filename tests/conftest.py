@@ -107,6 +107,11 @@ class Root:
         from mako.config import load_config
         return load_config(self.config_path)
 
+    def layout(self):
+        """Create the root's folders and seed its state files, as a tick or install.sh does first."""
+        from mako.paths import ensure_layout
+        ensure_layout(self.cfg())
+
     def tick(self, *args):
         """Run tick.main in-process; returns the exit code."""
         import tick

@@ -1,42 +1,69 @@
 """analyse.py and mako.stats: exact figures from known metrics, junk rows, empty and missing files, a year."""
 
 import importlib.util
+import traceback
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 import analyse
 from conftest import REPO
-from mako.logs import METRICS_COLUMNS, metrics_row_text
+from mako.errors import AllProvidersFailed, ResponseError
+from mako.llm import LLMResult
+from mako.logs import METRICS_COLUMNS, metrics_row_text, write_error_log
+from mako.redact import Redactor
+from mako.report import metrics_row
+from mako.response import validate_reply
 from mako.stats import histogram, parse_ts, percentile, read_table, summarize
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 HEADER = ",".join(METRICS_COLUMNS) + "\n"
 
 
-def tick_row(n, **over):
-    row = {"ts": (START + timedelta(minutes=5 * (n - 1))).isoformat(timespec="seconds"), "tick_n": n,
-           "mode": "normal", "wall_s": float(n), "provider_used": "primary", "model_used": "qwen3.5",
-           "input_tokens_est": 1000 * n, "output_chars": 100 * n, "actions_count": 2, "actions_executed": 1,
-           "actions_queued": 1, "parse_ok": True, "drift_flag": "", "compact_now": False, "failures": "",
-           "outcome": "ok", "llm_wall_s": 1.0, "prompt_tokens": 900, "completion_tokens": 50}
-    row.update(over)
-    return row
+def tick_row(n, outcome="ok", mode="normal", slot="primary", drift_flag=None, compact_now=False, ts=None,
+             wall_s=None):
+    """Tick n's metrics row as the worker builds it (mako.report.metrics_row) for a tick that ended in
+    `outcome`: ok/fail after a valid reply (two actions: one run, one queued; none in a compaction),
+    parse_error after a reply that failed validation, timeout/provider_error with no reply at all. Wall n s
+    (unless given), 1000n input tokens, 100n output chars."""
+    ts = ts or (START + timedelta(minutes=5 * (n - 1))).isoformat(timespec="seconds")
+    llm = reply = None
+    actions = []
+    if outcome not in ("timeout", "provider_error"):
+        llm = LLMResult(slot=slot, type="ollama" if slot == "primary" else "openai_compat",
+                        model="qwen3.5" if slot == "primary" else "qwen3.6", content="x" * (100 * n),
+                        prompt_tokens=900, completion_tokens=50, wall_s=1.0)
+    if outcome in ("ok", "fail"):
+        work = [] if mode == "compact" else [{"type": "shell", "cmd": "true"}, {"type": "email_send"}]
+        reply = validate_reply({"work_done": f"tick {n}", "actions": work, "drift_flag": drift_flag,
+                                "compact_now": compact_now}, max_requested_notes=3, inbox_present=False)
+        actions = [{"type": "shell", "ok": True, "status": "ok"},
+                   {"type": "email_send", "ok": True, "status": "queued", "id": f"q{n}"}][:len(work)]
+    return metrics_row(ts, n, mode, float(n) if wall_s is None else wall_s, outcome, llm, reply, actions, (),
+                       1000 * n)
 
 
 def known_rows():
     """20 ticks 5 minutes apart, wall 1..20 s; 3 failures, 2 compactions, 4 fallbacks, 2 drift flags."""
-    rows = [tick_row(n) for n in range(1, 21)]
-    rows[4].update(outcome="parse_error", parse_ok=False, failures="PARSE_ERROR: no json")
-    rows[9].update(outcome="timeout", failures="provider timeout, after 180s")
-    rows[14].update(outcome="parse_error", parse_ok=False, failures="PARSE_ERROR: bad type")
-    for i in (6, 12):
-        rows[i].update(mode="compact", actions_count=0, actions_executed=0, actions_queued=0)
-    for i in (1, 2, 3, 17):
-        rows[i].update(provider_used="fallback", model_used="qwen3.6")
-    rows[7].update(drift_flag="off mission", compact_now=True)
-    rows[18].update(drift_flag="off mission")
+    rows = []
+    for n in range(1, 21):
+        rows.append(tick_row(
+            n, outcome={5: "parse_error", 10: "timeout", 15: "parse_error"}.get(n, "ok"),
+            mode="compact" if n in (7, 13) else "normal", slot="fallback" if n in (2, 3, 4, 18) else "primary",
+            drift_flag="off mission" if n in (8, 19) else None, compact_now=n == 8))
     return rows
+
+
+def failure_logs(logs):
+    """The error-N.log files the worker writes for the failed ticks of known_rows()."""
+    for n, error in ((5, ResponseError("no JSON object in the reply")),
+                     (10, AllProvidersFailed("all providers failed (primary: timeout; fallback: timeout)")),
+                     (15, ResponseError("work_done: expected a string, got number"))):
+        try:
+            raise error
+        except Exception:
+            write_error_log(logs, n, f"tick {n} (normal) failed at {START.isoformat()}\n"
+                            + traceback.format_exc(), Redactor([]))
 
 
 def write_metrics(path, rows, header=True):
@@ -95,6 +122,7 @@ def test_analyse_report_exact_figures(root, capsys):
     # 289.5 s interval + 10.5 s mean wall = one tick per 300 s, exactly the rows' spacing.
     root.write_config(supervisor={"tick_interval_s": 289.5})
     write_metrics(root.p("logs/metrics.csv"), known_rows())
+    failure_logs(root.p("logs"))
     rc, out, _ = run(root, capsys)
     assert rc == 0
     lines = out.splitlines()
@@ -110,27 +138,35 @@ def test_analyse_report_exact_figures(root, capsys):
     assert "  ok                 17  85.0%" in lines
     assert "  parse_error         2  10.0%" in lines
     assert "  timeout             1   5.0%" in lines
-    assert "  parse failures (parse_ok false): 2 (10.0%)" in lines
+    # The timed-out tick got no reply to parse: unknown, not failed.
+    assert "  parse failures (parse_ok false): 2 (10.0%) · parse_ok unknown: 1" in lines
     assert "  normal          18  90.0%" in lines
     assert "  compact          2  10.0%" in lines
-    assert "  primary         16  80.0%" in lines
+    assert "  primary         15  75.0%" in lines
     assert "  fallback         4  20.0%" in lines
+    assert "  (none)           1   5.0%" in lines  # no provider answered tick 10
+    assert "  qwen3.5         15  75.0%" in lines
     assert "  qwen3.6          4  20.0%" in lines
     assert "wall_s (s, 20 values): mean 10.50 · p50 10.00 · p95 19.00 · p99 20.00 · max 20.00" in lines
     assert ("input_tokens_est (tokens, 20 values): mean 10,500.00 · p50 10000 · p95 19000 · p99 20000 · "
             "max 20000") in lines
-    assert "output_chars (chars, 20 values): mean 1,050.00 · p50 1000 · p95 1900 · p99 2000 · max 2000" in lines
-    assert "  count     total         36 · 1.80 per tick" in lines
-    assert "  executed  total         18 · 0.90 per tick" in lines
-    assert "  queued    total         18 · 0.90 per tick" in lines
-    assert "  prompt 18,000 on 20 ticks · completion 1,000 on 20 ticks" in lines
+    # 100..2000 without tick 10's 1000: the 10th of 19 is 1100.
+    assert "output_chars (chars, 19 values): mean 1,052.63 · p50 1100 · p95 2000 · p99 2000 · max 2000" in lines
+    # 17 ticks with a valid reply: 15 with two actions (one run, one queued), 2 compactions with none.
+    assert "  count     total         30 · 1.76 per tick" in lines
+    assert "  executed  total         15 · 0.88 per tick" in lines
+    assert "  queued    total         15 · 0.88 per tick" in lines
+    assert "  prompt 17,100 on 19 ticks · completion 950 on 19 ticks" in lines
     assert "  drift flags raised: 2 (10.0%)" in lines
     assert "         2× off mission" in lines
     assert "  compact_now true: 1 · compaction ticks: 2" in lines
     tail = lines[lines.index("Recent failures (last 3 of 3)") + 1:]
-    assert tail == ["  2025-03-01T12:20:00+00:00  #5  parse_error  PARSE_ERROR: no json",
-                    "  2025-03-01T12:45:00+00:00  #10  timeout  provider timeout, after 180s",
-                    "  2025-03-01T13:10:00+00:00  #15  parse_error  PARSE_ERROR: bad type"]
+    # The reason is the exception that ended the tick, from its logs/error-N.log.
+    assert tail == ["  2025-03-01T12:20:00+00:00  #5  parse_error  ResponseError: no JSON object in the reply",
+                    "  2025-03-01T12:45:00+00:00  #10  timeout  AllProvidersFailed: all providers failed "
+                    "(primary: timeout; fallback: timeout)",
+                    "  2025-03-01T13:10:00+00:00  #15  parse_error  ResponseError: work_done: expected a string, "
+                    "got number"]
 
 
 def test_analyse_histograms_cover_every_row(root, capsys):
@@ -187,12 +223,14 @@ def test_analyse_junk_rows_are_skipped_or_unknown(root, capsys):
     junk = [
         "not,a,row\n",                                     # bad ts: skipped
         "\n",                                              # blank: ignored
-        metrics_row_text(tick_row(5, wall_s="fast", input_tokens_est="lots", outcome="ok")),
+        metrics_row_text({**tick_row(5), "wall_s": "fast", "input_tokens_est": "lots"}),
         metrics_row_text(tick_row(6))[:60] + "\n",        # torn row: kept, its missing cells unknown
         metrics_row_text(tick_row(7)).rstrip("\n") + ",extra,cells\n",
         "2025-03-01T12:35:00+00:00,8,normal,\"half a quoted cell\n",  # crash mid-field: open quote
-        metrics_row_text(tick_row(9, wall_s=9.0, failures="line one\nline two, with comma", outcome="fail")),
-        metrics_row_text(tick_row(10, wall_s="nan")).replace("normal", "nor\x00mal"),
+        # A quoted cell across two lines, as rows were written before cells were kept to one line.
+        metrics_row_text(tick_row(9, outcome="fail", drift_flag="CELL")).replace(
+            "CELL", '"line one\nline two, with comma"'),
+        metrics_row_text({**tick_row(10), "wall_s": "nan"}).replace("normal", "nor\x00mal"),
     ]
     path = root.p("logs/metrics.csv")
     path.parent.mkdir(parents=True)
@@ -200,7 +238,7 @@ def test_analyse_junk_rows_are_skipped_or_unknown(root, capsys):
     table = read_table(path)
     assert table.skipped == 1 and table.blank == 1
     assert [t.strip() for t in table.col("tick_n")] == ["1", "2", "5", "6", "7", "8", "9", "10", "3", "4"]
-    assert table.col("failures")[6] == "line one\nline two, with comma"
+    assert table.col("drift_flag")[6] == "line one\nline two, with comma"
     assert table.col("mode")[7] == "normal"
     rc, out, _ = run(root, capsys)
     assert rc == 0
@@ -211,7 +249,7 @@ def test_analyse_junk_rows_are_skipped_or_unknown(root, capsys):
     failures = out.splitlines()[out.splitlines().index("Recent failures (last 3 of 3)") + 1:]
     assert failures == ["  2025-03-01T12:25:00+00:00  #6  (unknown)",
                         "  2025-03-01T12:35:00+00:00  #8  (unknown)",
-                        "  2025-03-01T12:40:00+00:00  #9  fail  line one line two, with comma"]
+                        "  2025-03-01T12:40:00+00:00  #9  fail"]
 
 
 def test_analyse_headerless_file_uses_standard_columns(tmp_path):
@@ -261,3 +299,24 @@ def test_analyse_provider_health_rates_and_kinds(root, capsys):
                      "none answered 0")
     assert lines[at + 1] == "  failure kinds: primary 2 http_500, 1 bad_json"
     assert lines[at - 1] == "" and at < next(i for i, line in enumerate(lines) if line.startswith("Recent failures"))
+
+
+def test_analyse_reads_what_real_ticks_wrote_with_line_breaks_and_reasons(root, capsys):
+    import csv
+    from conftest import reply
+    flag = 'off\rmission\u2028again\nand, "again"'
+    root.ollama.reply_content(reply(drift_flag=flag))
+    assert root.tick() == 0
+    root.ollama.reply_content("I could not decide what to do.")
+    assert root.tick() == 1
+    with open(root.p("logs/metrics.csv"), newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))
+    assert len(records) == 3 and all(len(r) == 19 for r in records)
+    assert records[1][records[0].index("drift_flag")] == flag
+    assert records[2][records[0].index("failures")] == "0"
+    rc, out, _ = run(root, capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert "rows: 2" in lines and '         1× off mission again and, "again"' in lines
+    tail = lines[lines.index("Recent failures (last 1 of 1)") + 1:]
+    assert len(tail) == 1 and tail[0].endswith("  #2  parse_error  ResponseError: no JSON object in the reply")

@@ -154,7 +154,7 @@ def test_queue_ping_names_id_type_and_key_fields(queue, action, expected):
 def test_queue_ping_cuts_long_fields(queue):
     queue.enqueue({"type": "email_send", "to": "a@b.c", "subject": "s" * 5000}, 1)
     subject = queue.telegram.sent[0][0].splitlines()[2]
-    assert subject == "subject: " + "s" * 200 + "…"
+    assert subject == "subject: " + "s" * 200 + "…[4800 more chars; see: approve.py show q1]"
 
 
 @pytest.mark.parametrize("threads,expected", [
@@ -206,6 +206,24 @@ def test_spend_ledger_ignores_other_months(queue):
     assert queue.month_spend() == 0
     assert queue.record_spend(10, "new", 2)[0] is True
     assert queue.month_spend() == 10
+
+
+def test_spend_ledger_reads_back_only_to_the_month(queue):
+    import tracemalloc
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    queue.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(queue.ledger_path, "wb") as f:
+        f.seek(64 * 1024 * 1024)  # 64 MB of older history (sparse), never to be read again
+        f.write(b'\n{"month":"2001-01","amount_pence":9999,"reason":"old","tick":1}\n')
+        f.write(f'{{"month":"{month}","amount_pence":120,"reason":"a","tick":2}}\n'.encode())
+    assert queue.record_spend(80, "b", 3)[0] is True
+    tracemalloc.start()
+    try:
+        spent = queue.month_spend()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert spent == 200 and peak < 1024 * 1024
 
 
 @pytest.mark.parametrize("amount", [True, -5, 2.5, "10", None])

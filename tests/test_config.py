@@ -1,5 +1,6 @@
 """config.yaml loading (§2): the shipped example equals the defaults; bad values name file and key; exit 78."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -196,6 +197,15 @@ def test_config_missing_file_names_file(tmp_path):
         load_config(path)
     assert str(path) in str(err.value)
     assert "not found" in str(err.value) and "install.sh" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_config_fifo_or_folder_at_the_path_is_one_line_not_a_hang(tmp_path, kind):
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: not a regular file"
 
 
 def test_config_unknown_key_is_a_warning_not_an_error(tmp_path):

@@ -18,7 +18,7 @@ JOURNAL = [f"#{n} 2025-03-02T0{n}:00:00+00:00 — step {n}" for n in range(1, 8)
 def window_rows(now):
     """known_rows() moved to end 10 minutes before `now`, after five ticks from more than a day before."""
     old = [tick_row(n, ts=(now - timedelta(hours=30, minutes=-n)).isoformat(), outcome="fail", wall_s=500.0,
-                    drift_flag="stale flag", actions_executed=9, mode="compact") for n in range(1, 6)]
+                    drift_flag="stale flag") for n in range(1, 6)]
     rows = known_rows()
     for i, row in enumerate(rows):
         row["tick_n"] = 100 + i
@@ -48,11 +48,11 @@ def expected_text(now=NOW):
     return "\n".join([
         f"🦫 Daily digest · {now.astimezone():%Y-%m-%d}",
         "Last 24h: 20 ticks, 3 failed (15.0%): 2 parse_error, 1 timeout",
-        "Providers: primary failed on 4 of 20 ticks (20.0%) · fallback answered 4 (20.0%) · none answered 0",
+        "Providers: primary failed on 5 of 20 ticks (25.0%) · fallback answered 4 (20.0%) · none answered 1",
         "  failure kinds: none recorded",
         "Compactions: 2 · compact_now requested 1×",
-        "Actions: 18 executed, 18 queued",
-        "Tokens: prompt 18,000 · completion 1,000 · input est 210,000",
+        "Actions: 15 executed, 15 queued",
+        "Tokens: prompt 17,100 · completion 950 · input est 210,000 (usage reported on 19/20 ticks)",
         "Wall time: mean 10.5s · p95 19.0s",
         "Drift flags: 2",
         "  #107 off mission",
@@ -124,8 +124,31 @@ def test_digest_junk_rows_do_not_crash(root):
     assert fig["ticks"] == 22
     # The torn row has no outcome, so it is not known to be ok.
     assert fig["failures"] == 4 and dict(fig["failure_kinds"])["unknown"] == 1
-    assert fig["wall"].n == 21 and fig["executed"] == 19 and fig["queued"] == 18
+    assert fig["wall"].n == 21 and fig["executed"] == 16 and fig["queued"] == 15
     assert "Last 24h: 22 ticks, 4 failed (18.2%)" in render(fig)
+
+
+def test_digest_reads_the_window_and_the_queue_from_their_ends(root):
+    import tracemalloc
+    seed(root)
+    for rel in ("logs/metrics.csv", "pending/pending_actions.jsonl"):
+        # 64 MB of older history (sparse) before what the files held: the digest must not read it.
+        path = root.p(rel)
+        data = path.read_bytes()
+        head, rest = data.split(b"\n", 1) if rel.endswith(".csv") else (None, data)
+        with open(path, "wb") as f:
+            if head is not None:
+                f.write(head + b"\n")
+            f.seek(64 * 1024 * 1024, 1)
+            f.write(b"\n" + rest)
+    tracemalloc.start()
+    try:
+        text = build_digest(root.cfg(), now=NOW)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == expected_text(NOW).replace("Approvals pending: 3 open", "Approvals pending: 3+ open")
+    assert peak < 8 * 1024 * 1024
 
 
 def test_digest_usage_partly_reported_is_said(root):
@@ -133,7 +156,7 @@ def test_digest_usage_partly_reported_is_said(root):
     for row in rows[-4:]:
         row["prompt_tokens"] = None
     seed(root, rows=rows)
-    assert ("Tokens: prompt 14,400 · completion 1,000 · input est 210,000 (usage reported on 16/20 ticks)"
+    assert ("Tokens: prompt 13,500 · completion 950 · input est 210,000 (usage reported on 15/20 ticks)"
             in build_digest(root.cfg(), now=NOW))
 
 
@@ -176,6 +199,20 @@ def test_digest_goes_to_digest_thread(root, capsys):
     assert "Wall time: mean 10.5s · p95 19.0s" in texts[0]
     assert root.telegram.messages[0]["chat_id"] == CHAT_ID
     assert "parse_mode" not in root.telegram.messages[0]
+
+
+def test_digest_records_the_local_date_the_moment_it_is_delivered(root, capsys):
+    import time
+    from mako.schedule import digest_sent_date
+    seed(root)
+    private = root.p("state/.mako")
+    root.telegram.push("sendMessage", tg_error(400, "Bad Request: chat not found"))
+    assert run(root, capsys)[0] == 1
+    assert run(root, capsys, "--print")[0] == 0
+    assert digest_sent_date(private) is None  # nothing was delivered
+    assert run(root, capsys)[0] == 0
+    assert digest_sent_date(private) == time.strftime("%Y-%m-%d")
+    assert root.read("state/.mako/digest_sent") == time.strftime("%Y-%m-%d") + "\n"
 
 
 def test_digest_without_digest_thread_goes_to_log(root, capsys):

@@ -214,7 +214,9 @@ def test_faults_provider_matrix(root, side, fault, fallback):
         assert entry["base_url"] == slot_config(root, side)["base_url"]
         assert attempts[0]["cooldown_until"]
     else:
-        assert not cooldowns.exists() or "primary" not in json.loads(cooldowns.read_text())
+        saved = json.loads(cooldowns.read_text()) if cooldowns.exists() else {}
+        # One timeout only starts a row (the second puts the primary on cool-down); nothing else is kept.
+        assert "until" not in saved.get("primary", {}) and (kind == "timeout" or "primary" not in saved)
 
     # The tick finished and let go: a second one runs on the healthy config; a cooling primary is skipped.
     assert_lock_free(root)

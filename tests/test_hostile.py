@@ -208,7 +208,7 @@ class Run:
     def prepare(self):
         root, entry = self.root, self.entry
         root.write_config(**deep_merge(copy.deepcopy(CORPUS_CONFIG), entry.get("config", {})))
-        assert root.tick("--dry-run") == 0
+        root.layout()
         env = {**os.environ, **{k: v for k, v in self.names.items() if k in ("ROOT", "CANARY", "REPO", "PROMPTS")}}
         for cmd in entry.get("setup", []):
             subprocess.run(cmd, shell=True, cwd=root.path, env=env, check=True, timeout=30)

@@ -260,6 +260,48 @@ def test_install_second_run_keeps_operator_files_and_refreshes_code(box):
     print(f"warm install.sh run: {warm_s:.2f}s")
 
 
+def test_install_installed_copy_upgrades_its_own_root_and_unit(box):
+    default_root = Path("/srv/mako-zero")
+    if default_root.exists():
+        pytest.skip("a real install is at /srv/mako-zero; this test must not risk touching it")
+    run_install(box, MAKO_SERVICE="mako-trial")
+    root, units = box["root"], box["units"]
+    unit = units / "mako-trial.service"
+    rendered = unit.read_text()
+    unit.write_text(rendered.replace("Restart=", "Restart=no\n#Restart="))
+    other = units / "mako-zero.service"
+    other.write_text(rendered.replace(str(root), "/srv/another-root"))
+    (root / "state" / "MISSION.md").unlink()
+    env = install_env(root, units, box["stub"])
+    del env["MAKO_ROOT"]
+    try:
+        r = subprocess.run(["bash", str(root / "install.sh")], env=env, cwd="/", capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not default_root.exists()
+    finally:
+        if default_root.exists():
+            shutil.rmtree(default_root)
+    assert f"mako-zero is installed in {root}." in r.stdout
+    assert f"code: {root} is the root itself, nothing to copy" in r.stdout
+    assert (root / "state" / "MISSION.md").exists()
+    assert unit.read_text() == rendered and f"unit: installed {unit}" in r.stdout
+    assert other.read_text() == rendered.replace(str(root), "/srv/another-root")
+    assert sorted(p.name for p in units.iterdir()) == ["mako-trial.service", "mako-zero.service"]
+
+
+def test_install_installed_copy_without_its_unit_installs_none(box):
+    run_install(box)
+    (box["units"] / "mako-zero.service").unlink()
+    env = install_env(box["root"], box["units"], box["stub"])
+    del env["MAKO_ROOT"]
+    r = subprocess.run(["bash", str(box["root"] / "install.sh")], env=env, cwd="/", capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"unit: no unit in {box['units']} runs {box['root']}, so none is installed" in r.stdout
+    assert list(box["units"].iterdir()) == []
+
+
 def test_install_cloned_into_root_copies_and_deletes_nothing(box):
     root = box["root"]
     shutil.copytree(REPO, root, symlinks=True, ignore=shutil.ignore_patterns(

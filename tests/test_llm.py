@@ -231,6 +231,68 @@ def test_llm_deadline_too_close_starts_no_attempt(root, ollama, openai):
     assert ollama.requests == [] and openai.requests == []
 
 
+def test_llm_hanging_primary_leaves_the_fallback_its_turn(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 180}, "fallback": {"timeout_s": 120}})
+    ollama.push("/api/chat", Reply(mode="hang"))
+    start = time.monotonic()
+    result = call(root, deadline_in=10)
+    assert time.monotonic() - start < 9
+    assert result.slot == "fallback"
+    # Half the 9 s left (after the 1 s reserve) went to the primary: less than the fallback's own timeout.
+    assert result.attempts[0]["kind"] == "timeout" and 4.0 <= result.attempts[0]["wall_s"] < 5.5
+
+
+def test_llm_primary_leaves_the_fallback_its_own_timeout(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 180}, "fallback": {"timeout_s": 2}})
+    ollama.push("/api/chat", Reply(mode="hang"))
+    result = call(root, deadline_in=9)
+    assert result.slot == "fallback"
+    assert 5.0 <= result.attempts[0]["wall_s"] < 6.3  # 8 s left, less the fallback's 2 s (and a little slack)
+
+
+def test_llm_two_timeouts_in_a_row_put_the_provider_on_cooldown(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 1}, "timeout_cooldown_s": 90})
+    ollama.push("/api/chat", Reply(mode="hang"), Reply(mode="hang"))
+    assert call(root).slot == "fallback"
+    assert cooldowns(root)["primary"]["timeouts_in_row"] == 1 and "until" not in cooldowns(root)["primary"]
+    before = time.time()
+    second = call(root)
+    saved = cooldowns(root)["primary"]
+    assert second.attempts[0]["cooldown_until"] == saved["until_iso"]
+    assert before + 89 <= saved["until"] <= time.time() + 91
+    asked = len(ollama.chat_requests())
+    third = call(root)
+    assert third.slot == "fallback" and third.attempts[0]["kind"] == "cooling_down"
+    assert len(ollama.chat_requests()) == asked
+
+
+def test_llm_a_quick_failure_breaks_a_row_of_timeouts(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 1}})
+    ollama.push("/api/chat", Reply(mode="hang"), Reply(500, {"error": "Internal Server Error"}),
+                Reply(mode="hang"))
+    for _ in range(3):
+        assert call(root).slot == "fallback"
+    saved = cooldowns(root)["primary"]
+    assert saved["timeouts_in_row"] == 1 and "until" not in saved
+    assert call(root).attempts[0]["ok"] is True
+    assert "primary" not in cooldowns(root)
+
+
+def test_llm_timeout_while_all_are_cooling_keeps_the_cooldown(root, ollama, openai):
+    root.write_config(llm={"primary": {"timeout_s": 1}})
+    cfg = root.cfg()
+    later = time.time() + 3600
+    path = root.p("state/.mako/cooldowns.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"primary": {"until": later, "base_url": cfg.primary.base_url},
+                                "fallback": {"until": later + 60, "base_url": cfg.fallback.base_url}}))
+    ollama.push("/api/chat", Reply(mode="hang"))
+    with pytest.raises(AllProvidersFailed):
+        call(root)
+    saved = cooldowns(root)["primary"]
+    assert saved["until"] == later and saved["timeouts_in_row"] == 1
+
+
 def test_llm_read_timeout_shortened_by_deadline(root, ollama, openai):
     ollama.push("/api/chat", Reply(mode="hang"))
     start = time.monotonic()

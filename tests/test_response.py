@@ -129,6 +129,22 @@ def test_extract_json_nested_in_invalid_fence_is_not_taken():
         extract_json(text)
 
 
+@pytest.mark.parametrize("text", [
+    json.dumps([{"work_done": "inside an array"}]),
+    "My reply:\n" + json.dumps([{"work_done": "inside an array"}, {"work_done": "another"}]) + "\nDone.",
+    "```json\n" + json.dumps([{"work_done": "inside a fenced array"}]) + "\n```",
+    "```\n" + json.dumps([[{"work_done": "deeper"}]]) + "\n```\n" + json.dumps({"work_done": "later"}),
+])
+def test_extract_json_top_level_array_is_a_parse_error(text):
+    with pytest.raises(ResponseError, match="array, not an object"):
+        extract_json(text)
+
+
+def test_extract_json_prose_brackets_before_the_object_are_stepped_over():
+    assert extract_json("Notes [1] and [see below, then " + json.dumps(GOOD)) == GOOD
+    assert extract_json("[" * 20000 + json.dumps(GOOD)) == GOOD
+
+
 def test_extract_json_later_sibling_after_prose_braces():
     assert extract_json("I use {placeholders} in notes. " + json.dumps(GOOD)) == GOOD
 

@@ -10,7 +10,6 @@ from conftest import reply
 from fakes import Reply, ollama_usage_limit
 
 import status
-from mako.status import metrics_tail
 
 LABELS = ("health", "paused", "last tick", "last 24h", "next tick", "next scribe", "next digest", "inbox",
           "approvals", "primary", "fallback", "spend", "last digest", "last scribe", "logs")
@@ -93,15 +92,18 @@ def test_status_fresh_root_with_no_ticks_and_no_state_changes_nothing(tmp_path, 
     assert snapshot(root.path) == before  # not even state/.mako/ was created
 
 
-def test_status_torn_last_metrics_row_shows_the_last_whole_one(root, capsys):
-    assert root.tick() == 0
-    assert root.tick() == 0
+def test_status_torn_last_metrics_row_is_shown_as_unknown_not_failed(root, capsys):
+    root.write_config(health={"alert_after_ticks": 10})
+    root.ollama.push("/api/chat", *[Reply(500, {"error": "x"})] * 2)
+    root.openai.push("/chat/completions", *[Reply(500, {"error": {"message": "y"}})] * 2)
+    assert [root.tick() for _ in range(2)] == [1, 1]
     with open(root.p("logs/metrics.csv"), "a") as f:
         f.write(time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()) + ",3,norm")
     rc, out, _ = run_status(root, capsys)
     got = assert_every_line(out)
-    assert rc == 0 and got["last tick"].startswith("#2 ok")
-    assert got["last 24h"] == "2 ticks, 0 failed"
+    # Two failed ticks and one whose row a crash cut short: not "the last 3 ticks failed".
+    assert rc == 0 and got["last tick"].startswith("#3 unknown · ")
+    assert got["last 24h"] == "3 ticks, 2 failed"
 
 
 def test_status_metrics_with_an_older_header_or_renamed_aside(root, capsys):
@@ -234,23 +236,6 @@ def test_status_as_a_subprocess_after_a_scribe_run(root):
     assert r.returncode == 0, r.stdout + r.stderr
     got = assert_every_line(r.stdout)
     assert got["last scribe"].startswith("#1 ") and got["last scribe"].endswith(" ago")
-
-
-def test_metrics_tail_reads_only_the_window(tmp_path):
-    path = tmp_path / "metrics.csv"
-    from mako.logs import METRICS_COLUMNS
-    start = int(time.time()) - 10 * 86400
-    rows = [",".join(METRICS_COLUMNS)]
-    for i in range(20000):
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + i * 60))
-        rows.append(f'{ts},{i + 1},normal,1,primary,m,1,1,0,0,0,true,"a, ""quoted""\nflag",false,0,ok,1,1,1')
-    path.write_text("\n".join(rows) + "\n")
-    since = start + 19000 * 60
-    got, complete = metrics_tail(path, since)
-    assert complete and got[-1]["tick_n"] == "20000"
-    assert [r for r in got if r["_ts"] >= since][0]["tick_n"] == "19001"
-    assert len(got) < 1000 + 300  # the window and at most one block more, not the whole file
-    assert got[-1]["drift_flag"] == 'a, "quoted"\nflag'
 
 
 def test_status_never_blocks_on_a_fifo_or_folder_planted_in_place_of_a_file(root, capsys):

@@ -4,6 +4,7 @@ cleanup, killing a hung child with its group, and the real supervisor.py as syst
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,6 +198,38 @@ def test_schedule_restart_in_digest_hour_sends_no_second_digest(tmp_path):
     assert runner2.of("digest") == []
     assert runner2.runs[0][0] == "tick"
     assert ScheduleState(cfg.paths.private / "schedule.json").load() is None
+
+
+@pytest.mark.parametrize("rc", [STOPPED, TIMEOUT, -15, 1])
+def test_schedule_digest_delivered_then_killed_is_not_sent_again(tmp_path, rc):
+    from mako.schedule import record_digest_sent
+    cfg = make_cfg(tmp_path, digest_hour_local=8)
+    clock = FakeClock(T0 + 8 * 3600 + 60)
+
+    def delivered_then_killed(n):
+        record_digest_sent(cfg.paths.private, time.gmtime(clock.t))  # what digest.py does on delivery
+        return rc
+
+    runner = FakeRunner(clock, rcs={"digest": delivered_then_killed})
+    drive(scheduler_for(cfg, clock, runner), clock, T0 + 9 * 3600)
+    assert len(runner.of("digest")) == 1
+    # A restart (systemctl restart at the wrong second) sends no second digest either.
+    runner2 = FakeRunner(clock)
+    drive(scheduler_for(cfg, clock, runner2), clock, T0 + 20 * 3600)
+    assert runner2.of("digest") == []
+    drive(scheduler_for(cfg, clock, runner2), clock, T0 + DAY + 9 * 3600)
+    assert len(runner2.of("digest")) == 1  # the next day's
+
+
+def test_schedule_digest_sent_by_hand_counts_for_the_day(tmp_path):
+    from mako.schedule import record_digest_sent
+    cfg = make_cfg(tmp_path, digest_hour_local=8)
+    record_digest_sent(cfg.paths.private, time.gmtime(T0 + 7 * 3600))  # digest.py run by hand at 07:00
+    clock = FakeClock(T0 + 6 * 3600)
+    runner = FakeRunner(clock)
+    drive(scheduler_for(cfg, clock, runner), clock, T0 + DAY + 9 * 3600)
+    digests = runner.of("digest")
+    assert [time.gmtime(d[1]).tm_mday for d in digests] == [time.gmtime(T0 + DAY).tm_mday]
 
 
 def test_schedule_restart_after_scribe_keeps_its_persisted_time(tmp_path):
@@ -585,6 +618,32 @@ def test_supervisor_real_run_prints_timetable_runs_ticks_and_stops_on_sigterm(tm
     done = [line for line in lines if line.startswith("[supervisor] tick(normal): done rc=")]
     assert done and all(line.endswith("s") and " in " in line for line in done)
     assert (root / "state" / ".mako").is_dir() and (root / "logs" / "ticks").is_dir()
+
+
+def test_supervisor_journal_warns_once_and_names_a_refused_provider_in_one_short_line(tmp_path):
+    root = tmp_path / "root"
+    with closed_port() as port:
+        llm = (f"llm:\n"
+               f"  primary: {{type: ollama, base_url: 'http://127.0.0.1:{port}', model: m, timeout_s: 2}}\n"
+               f"  fallback: {{type: openai_compat, base_url: '', model: ''}}\n"
+               "tick:\n  frobnicate_level: 3\n")
+        config = write_config(root, llm + NO_SCRIBE_NO_DIGEST, tick_interval_s=0.5, stop_grace_s=2)
+        proc = start_supervisor(config)
+        out, err = LineReader(proc.stdout), LineReader(proc.stderr)
+        try:
+            assert wait_for(lambda: sum(line.startswith("[supervisor] tick(normal): done rc=1 in ")
+                                        for line in list(out.lines)) >= 3, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+    out.thread.join(5)
+    err.thread.join(5)
+    warnings = [line for line in err.lines if "unknown key tick.frobnicate_level" in line]
+    assert warnings == [f"supervisor: warning: {config}: unknown key tick.frobnicate_level (ignored)"]
+    refused = [line for line in err.lines if line.startswith("mako.llm: primary")]
+    assert len(refused) >= 3
+    assert all(re.fullmatch(r"mako\.llm: primary ollama/m: failed \(connection\) in \d+\.\ds", line)
+               for line in refused), refused
 
 
 def test_supervisor_real_scripts_against_fakes_run_tick_digest_scribe_in_order(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from conftest import BOT_TOKEN, CHAT_ID, FALLBACK_KEY, PRIMARY_KEY, SECRETS, THREADS, reply
 from fakes import Reply, ollama_thinking_only, ollama_usage_limit
 
-from mako.logs import METRICS_COLUMNS, PAYLOAD_KEYS
+from mako.logs import PAYLOAD_KEYS
 
 STATE_FILES = ("STATE.md", "NEXT.md", "PERSONA.md", "JOURNAL.md", "LAST_RESULTS.md", "MISSION.md",
                "CAPABILITIES.md", "tick_counter.txt", "next_notes.json", "compact_pending.flag")
@@ -50,7 +50,10 @@ def test_tick_normal_writes_every_record(root):
     assert json.loads(root.read("state/next_notes.json")) == ["plan.md"]
     assert root.read("state/tick_counter.txt").strip() == "1"
     header = root.read("logs/metrics.csv").splitlines()[0]
-    assert header.split(",") == METRICS_COLUMNS
+    # SPEC §17, spelled out: this order is what operators' scripts and analyse read.
+    assert header == ("ts,tick_n,mode,wall_s,provider_used,model_used,input_tokens_est,output_chars,"
+                      "actions_count,actions_executed,actions_queued,parse_ok,drift_flag,compact_now,failures,"
+                      "outcome,llm_wall_s,prompt_tokens,completion_tokens")
     (row,) = root.metrics()
     assert row["tick_n"] == "1" and row["mode"] == "normal" and row["outcome"] == "ok"
     assert row["provider_used"] == "primary" and row["model_used"] == "qwen3.5" and row["parse_ok"] == "true"
@@ -152,7 +155,7 @@ REFUSED_PATHS = [
 
 @pytest.mark.parametrize("path", REFUSED_PATHS)
 def test_tick_refuses_protected_and_escaping_paths(root, path):
-    root.tick("--dry-run")  # lay out the root first
+    root.layout()
     target = (root.path / path) if not path.startswith("/") else Path(path)
     before = target.read_bytes() if target.is_file() else None
     root.ollama.reply_content(reply(files=[{"path": path, "content": "PWNED"}],
@@ -169,7 +172,7 @@ def test_tick_refuses_protected_and_escaping_paths(root, path):
 
 
 def test_tick_refuses_symlinks_out_of_root_and_into_prompts(root, tmp_path):
-    root.tick("--dry-run")
+    root.layout()
     outside = tmp_path / "outside.txt"
     outside.write_text("original")
     os.symlink(outside, root.p("notes/escape.md"))
@@ -217,7 +220,7 @@ BAD_REPLIES = [
 
 @pytest.mark.parametrize("name,text", BAD_REPLIES, ids=[b[0] for b in BAD_REPLIES])
 def test_tick_invalid_reply_changes_nothing(root, name, text):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("operator message\n")
     if "actions" not in text:
         text = text.replace('"work_done"', '"actions": [{"type": "shell", "cmd": "touch PWNED"}], "work_done"', 1)
@@ -237,7 +240,7 @@ def test_tick_invalid_reply_changes_nothing(root, name, text):
 
 @pytest.mark.parametrize("junk", ['{"not": "a list"}', "not json at all", '[1, 2, {"x": 1}]', ""])
 def test_tick_malformed_next_notes_never_wedges(root, junk):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/next_notes.json").write_text(junk)
     root.ollama.reply_content(reply())
     assert root.tick() == 0
@@ -257,7 +260,7 @@ def test_tick_corrupt_counter_never_reuses_a_number(root, junk):
 
 
 def test_tick_inbox_shown_once_and_archived_once(root):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("Stop researching, draft the first post.\n")
 
     def write_during_call(req):
@@ -341,7 +344,7 @@ def test_tick_shell_background_child_and_timeout(root):
 
 
 def test_tick_dry_run_changes_nothing(root, capsys):
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/INBOX.md").write_text("hello operator\n")
     before = snapshot(root)
     logs_before = sorted(os.listdir(root.p("logs")))
@@ -359,6 +362,38 @@ def test_tick_dry_run_changes_nothing(root, capsys):
         assert f"{key}: {tokens}" in out
 
 
+def test_tick_dry_run_on_a_new_root_creates_nothing(tmp_path, ollama, capsys):
+    import tick
+    import yaml
+    rootdir = tmp_path / "new-root"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"root": str(rootdir)},
+        "llm": {"primary": {"base_url": ollama.url, "api_key": PRIMARY_KEY}, "fallback": {"base_url": ""}}}))
+    assert tick.main(["--config", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"=== note: {rootdir} does not exist yet; read as a fresh root (a tick creates it)\n")
+    seed_mission = (Path(__file__).resolve().parent.parent / "seed" / "MISSION.md").read_text()
+    assert seed_mission.strip() in out
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml"] and not ollama.requests
+    # The estimates printed are the ones the first real tick records.
+    ollama.reply_content(reply(work_done="first"))
+    assert tick.main(["--config", str(config)]) == 0
+    payload = json.loads((rootdir / "logs/ticks/00000001.json").read_text())
+    for key, tokens in payload["sizes"]["blocks"].items():
+        assert f"{key}: {tokens}" in out
+
+
+def test_tick_dry_run_reads_a_missing_state_file_as_its_seed(root, capsys):
+    root.layout()
+    root.p("state/STATE.md").unlink()
+    before = snapshot(root)
+    assert root.tick("--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "=== note: state/STATE.md is missing; shown from seed/ (a tick seeds it)" in out
+    assert snapshot(root) == before and not root.p("state/STATE.md").exists()
+
+
 def test_tick_bad_config_exits_78_with_one_line(root):
     root.config_path.write_text("llm: {}\ntick:\n  max_actions: lots\n")
     proc = root.run("tick.py")
@@ -369,7 +404,7 @@ def test_tick_bad_config_exits_78_with_one_line(root):
 
 def test_tick_lock_held_exits_75(root):
     from mako.fileio import FileLock
-    root.tick("--dry-run")
+    root.layout()
     lock = FileLock(root.p("state/.mako/tick.lock"))
     assert lock.acquire()
     try:
@@ -423,7 +458,7 @@ def test_tick_compaction_archives_journal_and_clears_flag(root):
 
 def test_tick_over_cap_context_is_shrunk_and_flags_compaction(root):
     root.write_config(context={"max_input_tokens": 3000})
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/PERSONA.md").write_text("persona line\n" * 2000)
     root.ollama.reply_content(reply())
     assert root.tick() == 0
@@ -479,6 +514,13 @@ def test_tick_sigterm_mid_action_records_itself_and_kills_the_command(root):
     assert row["outcome"] == "terminated"
     assert root.payload(1)["outcome"] == "terminated"
     assert root.telegram.messages[-1]["text"].startswith("🦫 #1 FAIL · Terminated")
+    # The command had started: the next tick must learn that it may have run.
+    note = "stopped while running action 1 of 1 (shell); it may have run"
+    results = root.read("state/LAST_RESULTS.md")
+    assert "## Actions\n(none)" not in results
+    assert f"❌ {note}" in results and "cmd: echo $$ > shell.pid; sleep 30" in results
+    (action,) = root.payload(1)["actions"]
+    assert (action["type"], action["status"], action["summary"]) == ("shell", "stopped", note)
 
 
 def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
@@ -493,7 +535,7 @@ def test_tick_summary_cut_with_visible_marker_and_drift_flag(root):
 
 
 def test_tick_clears_stale_temp_files_only(root):
-    root.tick("--dry-run")
+    root.layout()
     old, fresh = root.p("state/.STATE.md.123.tmp"), root.p("state/.NEXT.md.456.tmp")
     old.write_text("x")
     fresh.write_text("y")
@@ -505,7 +547,7 @@ def test_tick_clears_stale_temp_files_only(root):
 
 def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
     root.write_config(context={"max_input_tokens": 4000})
-    root.tick("--dry-run")
+    root.layout()
     root.p("state/JOURNAL.md").write_text("".join(f"#{i} 2026-01-01T00:00:00+00:00 — did thing {i}\n"
                                                   for i in range(5000)))
     root.p("state/compact_pending.flag").write_text("x\n")
@@ -517,3 +559,61 @@ def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
     assert "did thing 4999" in payload["user_message"] and "did thing 0\n" not in payload["user_message"]
     assert not root.p("state/compact_pending.flag").exists()
     assert len(list(root.p("archive").glob("journal-*.md"))) == 1
+
+
+def test_tick_telegram_off_posts_are_skipped_not_failed(root):
+    root.write_config(telegram={"bot_token": ""})
+    root.ollama.reply_content(reply(actions=[{"type": "telegram_post", "text": "hello"},
+                                             {"type": "ask_chris", "text": "may I?"},
+                                             {"type": "shell", "cmd": "true"}]))
+    assert root.tick() == 0
+    actions = root.payload(1)["actions"]
+    assert [(a["type"], a["status"], a["summary"]) for a in actions[:2]] == [
+        ("telegram_post", "skipped", "skipped (Telegram off)"), ("ask_chris", "skipped", "skipped (Telegram off)")]
+    (row,) = root.metrics()
+    assert (row["failures"], row["actions_executed"], row["outcome"]) == ("0", "1", "ok")
+    results = root.read("state/LAST_RESULTS.md")
+    assert "⏭ telegram_post: skipped (Telegram off)" in results and "❌" not in results
+    assert root.telegram.messages == []
+
+
+def test_tick_unusable_root_is_one_line_not_a_traceback(root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    root.write_config(paths={"root": str(blocker)})
+    proc = root.run("tick.py")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"tick: cannot use the root {blocker}: ")
+    dry = root.run("tick.py", "--dry-run")
+    assert dry.returncode == 1 and dry.stdout == ""
+    assert dry.stderr == f"tick: cannot use the root {blocker}: Not a directory\n"
+
+
+def test_tick_dry_run_into_a_closed_pipe_ends_quietly(root):
+    import shlex
+    import subprocess
+    import sys
+    root.layout()
+    # Long enough to overflow the pipe and any buffer: the reader has gone before the writer is done.
+    root.p("state/STATE.md").write_text("state line\n" * 20000)
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, str(Path(__file__).resolve().parent.parent / "tick.py"),
+                                          "--config", str(root.config_path), "--dry-run"])
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -1"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+
+
+def test_tick_hanging_primary_still_leaves_the_fallback_its_turn(root):
+    root.write_config(supervisor={"tick_timeout_s": 14}, llm={"primary": {"timeout_s": 180},
+                                                             "fallback": {"timeout_s": 120}})
+    root.ollama.push("/api/chat", Reply(mode="hang"))
+    root.openai.reply_content(reply(work_done="answered by the fallback"))
+    start = time.monotonic()
+    assert root.tick() == 0
+    assert time.monotonic() - start < 14
+    payload = root.payload(1)
+    assert [(a["slot"], a["kind"]) for a in payload["llm_attempts"]] == [("primary", "timeout"), ("fallback", None)]
+    assert root.metrics()[0]["provider_used"] == "fallback"
