@@ -4,7 +4,7 @@ Every figure comes from a small file or the tail of a large one (metrics.csv fro
 start of the last 24 hours, the approval queue's tail, the spend ledger's tail), so a year of history
 costs what a day does. Nothing is written. Each line is computed on its own: a missing, torn or junk file
 makes that one line say "unknown (why)" and the rest still print. Text from files the model or the web
-can reach is shown through `display.visible`, so no escape sequence reaches the terminal.
+can reach is shown through `text.visible`, so no escape sequence reaches the terminal.
 
 The agent is *degraded* (exit 1) when the primary provider is in a failing episode (see mako/health.py),
 the last 3 ticks failed, or no tick ran for 3 tick intervals while not paused.
@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from . import health
 from .fileio import read_head, tail_lines
 from .pause import paused_reason
+from .schedule import DATE_RE, DIGEST_SENT_FILE, SCHEDULE_FILE, digest_sent_date
 from .stats import TAIL_MAX_BYTES, parse_ts, read_table_since
 
 DAY_S = 86400
@@ -247,13 +248,17 @@ def _ticks(cfg, now):
 
 
 def _schedule(cfg, now):
-    data = _json_file(cfg.paths.private / "schedule.json")
+    data = _json_file(cfg.paths.private / SCHEDULE_FILE)
     out = {}
     for key in ("tick_next", "scribe_next"):
         value = data.get(key)
         out[key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    last = data.get("last_digest_date")
-    out["last_digest_date"] = last if isinstance(last, str) and len(last) <= 10 else None
+    # digest.py records its own deliveries (manual ones too); the supervisor's copy may lag behind it.
+    dates = [data.get("last_digest_date")]
+    if _regular(cfg.paths.private / DIGEST_SENT_FILE):
+        dates.append(digest_sent_date(cfg.paths.private))
+    dates = [d for d in dates if isinstance(d, str) and DATE_RE.fullmatch(d)]
+    out["last_digest_date"] = max(dates) if dates else None
     return out
 
 

@@ -279,3 +279,14 @@ def test_status_approvals_count_open_ids_and_the_oldest_age(root, capsys):
     root.p("pending/decisions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decisions))
     rc, out, _ = run_status(root, capsys)
     assert assert_every_line(out)["approvals"] == "2 open, oldest 30h 00m"
+
+
+def test_status_last_digest_is_the_date_digest_py_recorded(root, capsys):
+    root.write_config(telegram={"digest_thread_id": 0})
+    assert root.tick() == 0
+    r = root.run("digest.py")
+    assert r.returncode == 0, r.stderr
+    rc, out, _ = run_status(root, capsys)
+    got = assert_every_line(out)
+    assert got["last digest"] == time.strftime("%Y-%m-%d")
+    assert got["next digest"].startswith("in ") and "(" in got["next digest"]
