@@ -194,15 +194,17 @@ class Tick:
         row where the logs folder allows one, and rc 1 — never a silent stop."""
         cfg = self.cfg
         text = self.redactor.text(f"{type(error).__name__}: {error}")
-        print(f"tick: failed before it could record itself ({step}): {text}", file=sys.stderr, flush=True)
         self.telegram.send(report.failure_summary(self.n if self.n is not None else "?",
                                                   RuntimeError(f"while {step}: {text}")), "log")
         row = {"ts": iso(), "tick_n": self.n, "mode": self.requested_mode or "normal",
                "wall_s": round(self.clock() - self.started, 3), "outcome": "fail"}
+        line = f"tick: failed before it could record itself ({step}): {text}"
         try:
             append_metrics(cfg.paths.logs / "metrics.csv", row)
-        except Exception as e:  # noqa: BLE001 — the stderr line above is then the only record
-            print(f"tick: no metrics row either: {self.redactor.text(e)}", file=sys.stderr, flush=True)
+        except Exception as e:  # noqa: BLE001 — the stderr line is then the only record
+            line += f"; no metrics row either ({type(e).__name__})"
+        # One line: journald shows it as one event, whatever went wrong.
+        print(line, file=sys.stderr, flush=True)
         return EXIT_FAIL
 
     def note_moved(self, moved, logged=False):

@@ -312,11 +312,12 @@ def test_analyse_reads_what_real_ticks_wrote_with_line_breaks_and_reasons(root, 
     with open(root.p("logs/metrics.csv"), newline="", encoding="utf-8") as f:
         records = list(csv.reader(f))
     assert len(records) == 3 and all(len(r) == 19 for r in records)
-    assert records[1][records[0].index("drift_flag")] == flag
+    # The cell keeps the whole flag on one line, its breaks shown as escapes.
+    assert records[1][records[0].index("drift_flag")] == 'off\\rmission\\u2028again\\nand, "again"'
     assert records[2][records[0].index("failures")] == "0"
     rc, out, _ = run(root, capsys)
     assert rc == 0
     lines = out.splitlines()
-    assert "rows: 2" in lines and '         1× off mission again and, "again"' in lines
+    assert "rows: 2" in lines and '         1× off\\rmission\\u2028again\\nand, "again"' in lines
     tail = lines[lines.index("Recent failures (last 1 of 1)") + 1:]
     assert len(tail) == 1 and tail[0].endswith("  #2  parse_error  ResponseError: no JSON object in the reply")

@@ -584,7 +584,8 @@ def test_tick_unusable_root_is_one_line_not_a_traceback(root, tmp_path):
     proc = root.run("tick.py")
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"tick: cannot use the root {blocker}: ")
+    assert proc.stderr.startswith("tick: failed before it could record itself (preparing the layout): ")
+    assert str(blocker) in proc.stderr
     dry = root.run("tick.py", "--dry-run")
     assert dry.returncode == 1 and dry.stdout == ""
     assert dry.stderr == f"tick: cannot use the root {blocker}: Not a directory\n"
