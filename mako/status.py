@@ -28,6 +28,7 @@ QUEUE_TAIL_LINES = 2000
 LEDGER_TAIL_LINES = 5000
 LOGS_MAX_ENTRIES = 50000
 STALE_INTERVALS = 3
+REASON_MAX = 80
 FAILED_IN_A_ROW = 3
 CLAIM_RE = re.compile(r"^claim-\d+-(\d+)\.md$")
 OUTCOME_RE = re.compile(rb'"outcome":\s*"([^"\\]{0,40})"')
@@ -128,7 +129,7 @@ def month_spend(cfg, now):
 
 
 def cooldowns(cfg, now):
-    """{slot: until epoch} from state/.mako/cooldowns.json (written by mako/llm.py), still running only.
+    """{slot: (until epoch, reason)} from state/.mako/cooldowns.json (written by mako/llm.py), running ones.
 
     Read here rather than through mako.llm so status does not import the HTTP stack; an entry counts only
     while the slot still points at the same base_url, as in llm.Cooldowns.
@@ -140,7 +141,9 @@ def cooldowns(cfg, now):
         until = entry.get("until") if isinstance(entry, dict) else None
         if (isinstance(until, (int, float)) and until > now
                 and entry.get("base_url") == provider.base_url):
-            out[provider.name] = float(until)
+            reason = " ".join(str(entry.get("reason") or "").split())
+            cut = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX - 1] + "…"
+            out[provider.name] = (float(until), cut)
     return out
 
 
@@ -272,7 +275,8 @@ def _providers(cfg, now):
     for p in (cfg.primary, cfg.fallback):
         track = state[p.name]
         item = {"slot": p.name, "model": p.model, "configured": p.configured, "state": "unknown",
-                "cooldown_until": _iso(cooling[p.name]) if p.name in cooling else cooling_error}
+                "cooldown_until": _iso(cooling[p.name][0]) if p.name in cooling else cooling_error,
+                "cooldown_reason": cooling[p.name][1] if p.name in cooling else None}
         if track["fails"]:
             item.update(state="failing", since=_iso(track["since"]) if isinstance(track["since"], (int, float))
                         else None, failed_ticks=track["fails"], last_kind=track["last_kind"],

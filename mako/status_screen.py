@@ -152,6 +152,8 @@ def _provider(p, now):
         head += f" · cool-down {until}"
     elif _epoch(until):
         head += f" · cool-down until {_local(_epoch(until))}"
+        if p.get("cooldown_reason"):
+            head += f" ({p['cooldown_reason']})"
     return head
 
 
