@@ -3,7 +3,7 @@
 
 The supervisor runs it once per local date at `supervisor.digest_hour_local`; an operator may run it by
 hand (`python3 digest.py --config PATH`, or `--print` to see the text without sending it). It reads
-the tail of logs/metrics.csv and of pending/pending_actions.jsonl, state/STATE.md and state/JOURNAL.md.
+the tail of logs/metrics.csv, the approvals (through their index), state/STATE.md and state/JOURNAL.md.
 The text goes to the Telegram digest thread (else the log thread); with Telegram off it is printed on
 standard output instead. The one thing it writes: the moment Telegram accepted the digest, the local date
 in state/.mako/digest_sent, so the supervisor does not send another that day.
@@ -16,13 +16,13 @@ import logging
 import sys
 import traceback
 
-from mako.cli import Parser, load_or_exit, stdout_closed
+from mako.cli import Parser, load_or_report, stdout_closed
 from mako.digest import build_digest, send_digest
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.logs import setup_logging
 from mako.redact import Redactor
 
-log = logging.getLogger("digest")
+log = logging.getLogger("mako.digest")
 
 
 def main(argv=None):
@@ -31,7 +31,7 @@ def main(argv=None):
                         help="print the digest on standard output instead of sending it")
     args = parser.parse_args(argv)
     setup_logging()
-    cfg = load_or_exit(args.config, "digest")
+    cfg = load_or_report(args.config, "digest")
     if cfg is None:
         return EXIT_CONFIG
     redactor = Redactor(cfg.secrets())

@@ -76,7 +76,7 @@ CONFIG="$ROOT/config.yaml"
 # ---------------------------------------------------------------------------------------------------------
 # Code. A checkout cloned straight into the root is already in place: copy nothing, delete nothing.
 
-ENTRY_POINTS=(supervisor.py tick.py scribe.py digest.py analyse.py status.py)
+ENTRY_POINTS=(supervisor.py tick.py scribe.py digest.py analyse.py approve.py status.py)
 CODE_FILES=("${ENTRY_POINTS[@]}" requirements.txt config.example.yaml mako-zero.service install.sh)
 CODE_DIRS=(mako prompts seed)
 STAGED=()

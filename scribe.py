@@ -15,7 +15,7 @@ import logging
 import sys
 
 from mako import scribe
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_report
 from mako.errors import EXIT_CONFIG, EXIT_FAIL
 from mako.logs import setup_logging
 from mako.redact import Redactor
@@ -25,13 +25,13 @@ def main(argv=None):
     parser = Parser(description="Run the mako-zero scribe once: draft a blog post or skip with a reason.")
     args = parser.parse_args(argv)
     setup_logging()
-    cfg = load_or_exit(args.config, "scribe")
+    cfg = load_or_report(args.config, "scribe")
     if cfg is None:
         return EXIT_CONFIG
     try:
         return scribe.run(cfg)
     except Exception as e:  # noqa: BLE001 — a run that could not even number itself still exits cleanly
-        logging.getLogger("scribe").error("scribe failed before it could record itself: %s",
+        logging.getLogger("mako.scribe").error("scribe failed before it could record itself: %s",
                                           Redactor(cfg.secrets()).text(f"{type(e).__name__}: {e}"))
         return EXIT_FAIL
 

@@ -12,7 +12,7 @@ tick intervals while not paused), 2 bad usage, 78 bad config.
 import json
 import sys
 
-from mako.cli import Parser, load_or_exit
+from mako.cli import Parser, load_or_report
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.status import collect
 from mako.status_screen import render
@@ -22,7 +22,7 @@ def main(argv=None):
     parser = Parser("Show whether mako-zero is healthy, what ran last and what is due next.")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
-    cfg = load_or_exit(args.config, "status")
+    cfg = load_or_report(args.config, "status")
     if cfg is None:
         return EXIT_CONFIG
     info = collect(cfg)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from mako.children import ChildRunner, StopSignal
-from mako.cli import WARNED_ENV, Parser, load_or_exit
+from mako.cli import WARNED_ENV, Parser, load_or_report
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.paths import ensure_layout
 from mako.schedule import Scheduler, run_forever, timezone_name
@@ -46,7 +46,7 @@ def main(argv=None):
     except (AttributeError, ValueError):
         pass
 
-    cfg = load_or_exit(args.config, "supervisor")
+    cfg = load_or_report(args.config, "supervisor")
     if cfg is None:
         return EXIT_CONFIG
     stop = StopSignal()

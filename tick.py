@@ -14,10 +14,11 @@ Exit codes: 0 ok, 1 failed tick (recorded), 2 bad usage, 75 another tick is runn
 import sys
 
 from mako.check import run_check
-from mako.cli import Parser, load_or_exit, stdout_closed
+from mako.cli import Parser, load_or_report, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL
 from mako.logs import setup_logging
-from mako.worker import Tick, dry_run
+from mako.request import dry_run
+from mako.worker import Tick
 
 
 def main(argv=None):
@@ -32,7 +33,7 @@ def main(argv=None):
     if args.check:
         return run_check(args.config)
     setup_logging()
-    cfg = load_or_exit(args.config, "tick")
+    cfg = load_or_report(args.config, "tick")
     if cfg is None:
         return EXIT_CONFIG
     try:

@@ -28,13 +28,11 @@ from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
-from .report import truncate
 from .telegram import resolve_thread
+from .text import short, truncate
 
 log = logging.getLogger(__name__)
 
-WRITE_MAX_BYTES = 1024 * 1024
-SUMMARY_MAX = 200
 POST_MAX_CHARS = 16000  # four Telegram messages
 MIN_TIME_LEFT_S = 1.0
 
@@ -49,6 +47,11 @@ class ActionContext:
     tick_n: int
     deadline: float
     compaction: bool = False
+    # Set when the operator approved the action (approve.py): the gate is passed, the executors of the
+    # gated types join the handlers, and a spend past the ceiling was accepted knowingly.
+    approved: bool = False
+    over_budget: bool = False
+    executors: dict = None
 
 
 class ActionFailed(Exception):
@@ -61,11 +64,6 @@ class ActionFailed(Exception):
 
 
 # -- results -----------------------------------------------------------------------------------------------
-
-def short(text, limit=SUMMARY_MAX):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def identity(action):
     """The fields that say which action a failed result belongs to."""
@@ -109,17 +107,20 @@ def _dispatch(ctx, action, kind):
         _check_spend(spend, "spend.")
     if kind == "spend":
         _check_spend(action, "")
-    if is_gated(action, ctx.cfg.tick.approval_threshold_pence):
-        qid = ctx.queue.enqueue(action, ctx.tick_n)
+    if not ctx.approved and is_gated(action, ctx.cfg.tick.approval_threshold_pence):
+        qid, new = ctx.queue.enqueue_once(action, ctx.tick_n)
+        if not new:
+            return {"type": kind, "ok": True, "status": "waiting", "id": qid,
+                    "summary": short(f"{kind} already waiting as {qid} (not queued again)"), **identity(action)}
         return {"type": kind, "ok": True, "status": "queued", "id": qid,
                 "summary": short(f"{kind} queued as {qid} for approval"), **identity(action)}
     if kind == "spend":
         return _record_spend(ctx, kind, action["amount_pence"], action["reason"])
-    handler = HANDLERS.get(kind)
+    handler = HANDLERS.get(kind) or (ctx.executors or {}).get(kind)
     if handler is None:
         known = ", ".join(sorted(HANDLERS) + ["spend"] + list(GATED_TYPES))
         raise ActionFailed(f"unknown action type {short(kind, 60)!r} (known: {known})")
-    if spend is not None:
+    if spend is not None and not ctx.over_budget:
         fits, message = ctx.queue.check_spend(spend["amount_pence"])
         if not fits:
             raise ActionFailed(message, "refused", amount_pence=spend["amount_pence"])
@@ -137,7 +138,7 @@ def _check_spend(spend, prefix):
 
 
 def _record_spend(ctx, kind, amount, reason):
-    recorded, message = ctx.queue.record_spend(amount, reason, ctx.tick_n)
+    recorded, message = ctx.queue.record_spend(amount, reason, ctx.tick_n, over_budget=ctx.over_budget)
     if not recorded:
         return _failure(kind, message, "refused", {}, amount_pence=amount)
     return {"type": kind, "ok": True, "status": "ok", "amount_pence": amount,
@@ -209,21 +210,40 @@ def _charset(content_type):
     return "utf-8"
 
 
-def do_http_get(ctx, action):
+def http_url(action, kind):
+    """The action's http(s) URL, or ActionFailed."""
     url = _text_arg(action, "url").strip()
     try:
         parts = urlsplit(url)
     except ValueError as e:
         raise ActionFailed(f"not a URL: {e}", url=url) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ActionFailed("http_get takes an http:// or https:// URL", url=url)
+        raise ActionFailed(f"{kind} takes an http:// or https:// URL", url=url)
+    return url
+
+
+def do_http_get(ctx, action):
+    url = http_url(action, "http_get")
+    status, final_url, content_type, text, cut = bounded_request(ctx, "GET", url)
+    ok = status < 400
+    return {"type": "http_get", "ok": ok, "status": "ok" if ok else "error", "url": url,
+            "http_status": status, "final_url": final_url, "content_type": content_type, "body": text,
+            "truncated": cut,
+            "summary": short(f"GET {short(url, 100)} → {status} {content_type.split(';')[0]}, "
+                             f"{len(text)} chars{' (truncated)' if cut else ''}")}
+
+
+def bounded_request(ctx, method, url, **kwargs):
+    """One HTTP request within `http_timeout_s` (and the run's deadline), reading at most
+    `http_response_max_bytes` of the body: (status, final URL, content type, scrubbed text, truncated?)."""
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
     limit = ctx.cfg.tick.http_response_max_bytes
 
     def fetch():
         # identity: the body is decoded here, bounded, whatever urllib3 would do with a gzip bomb.
-        with requests.get(url, stream=True, timeout=(min(10.0, timeout), timeout),
-                          headers={"User-Agent": "mako-zero", "Accept-Encoding": "identity"}) as resp:
+        headers = {"User-Agent": "mako-zero", "Accept-Encoding": "identity", **kwargs.pop("headers", {})}
+        with requests.request(method, url, stream=True, timeout=(min(10.0, timeout), timeout), headers=headers,
+                              **kwargs) as resp:
             body, complete = read_body(resp, limit, time.monotonic() + timeout)
             return resp.status_code, resp.url, resp.headers.get("Content-Type", ""), body, complete
 
@@ -237,12 +257,7 @@ def do_http_get(ctx, action):
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         raise ActionFailed(f"{e.__class__.__name__}: {e}", url=url) from None
     text, cut = clip(ctx.redactor, body[:limit], limit, len(body) if complete else None, _charset(content_type))
-    ok = status < 400
-    return {"type": "http_get", "ok": ok, "status": "ok" if ok else "error", "url": url,
-            "http_status": status, "final_url": final_url, "content_type": content_type, "body": text,
-            "truncated": cut,
-            "summary": short(f"GET {short(url, 100)} → {status} {content_type.split(';')[0]}, "
-                             f"{len(text)} chars{' (truncated)' if cut else ''}")}
+    return status, final_url, content_type, text, cut
 
 
 # -- files -------------------------------------------------------------------------------------------------
@@ -255,10 +270,6 @@ def do_write_file(ctx, action):
     mode = action.get("mode") or "write"
     if mode not in WRITE_MODES:
         raise ActionFailed(f"'mode' must be one of {', '.join(WRITE_MODES)}, got {short(mode, 40)!r}")
-    size = len(content.encode("utf-8", "replace"))
-    if size > WRITE_MAX_BYTES:
-        raise ActionFailed(f"content is {size} bytes, over the {WRITE_MAX_BYTES} byte (1 MB) limit",
-                           "refused")
     try:
         written = ctx.policy.write(path, content, mode)
     except PathRefused as e:

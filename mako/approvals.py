@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -213,11 +214,30 @@ class ApprovalQueue:
 
     def enqueue(self, action, tick_n):
         """Record a gated action for approval; return its id ("q<N>") after posting the ping."""
+        return self.enqueue_once(action, tick_n)[0]
+
+    def enqueue_once(self, action, tick_n):
+        """Queue a gated action unless the same action is already open: (id, newly queued?).
+
+        A duplicate is neither queued nor posted again: the operator already has it in front of them.
+        """
         if not isinstance(action, dict):
             raise TypeError("a queued action must be an object")
+        # Imported here: the index reads the queue this module writes.
+        from .approval_index import Index
         stored = self.redactor.obj(action)
         kind = stored.get("type") if isinstance(stored.get("type"), str) else "?"
+        sha = action_sha256(stored)
         with waiting_lock(self.lock_path):
+            try:
+                with Index(self.cfg) as index:
+                    waiting = index.open_with_sha(sha)
+            except (sqlite3.Error, OSError) as e:  # a broken index must not stop the queue: queue it again
+                log.warning("approvals index unreadable, not checking for a duplicate: %s", e)
+                waiting = None
+            if waiting:
+                log.info("%s is already waiting as %s; not queued again", kind, waiting)
+                return waiting, False
             qid = f"q{self._next_number()}"
             entry = {
                 "id": qid,
@@ -225,14 +245,14 @@ class ApprovalQueue:
                 "tick": tick_n,
                 "type": kind,
                 "action": stored,
-                "sha256": action_sha256(stored),
+                "sha256": sha,
             }
             append_record(self.queue_path, jsonl_line(entry))
         log.info("queued %s (%s) for approval", qid, kind)
-        self._post(qid, kind, stored)
-        return qid
+        self._post(qid, kind, stored, sha)
+        return qid, True
 
-    def _post(self, qid, kind, action):
+    def _post(self, qid, kind, action, sha):
         lines = [f"⏸ {qid} queued · {kind}"]
         fields = KEY_FIELDS.get(kind)
         if fields is None:
@@ -244,10 +264,21 @@ class ApprovalQueue:
         spend = action.get("spend")
         if isinstance(spend, dict) and "amount_pence" in spend:
             lines.append(f"spend: {cut(spend.get('amount_pence'), see=see)}p · {cut(spend.get('reason', ''), see=see)}")
+        tg = self.cfg.telegram
+        lines.append(f"sha256 {sha[:8]} · decide: approve.py yes {qid} | approve.py no {qid}")
+        markup = None
+        if tg.inbound_on:
+            lines.append(f"or reply: approve {qid} / reject {qid}")
+            markup = {"inline_keyboard": [[{"text": "Approve", "callback_data": f"a:{qid}:{sha[:8]}"},
+                                           {"text": "Reject", "callback_data": f"r:{qid}:{sha[:8]}"}]]}
         lines.append(f"see: {see}")
-        thread = self.cfg.telegram.first_thread("approvals", "requests", "log")
+        thread = tg.first_thread("approvals", "requests", "log")
         try:
-            self.telegram.send(self.redactor.text("\n".join(lines)), thread=thread or "log")
+            text = self.redactor.text("\n".join(lines))
+            if markup:
+                self.telegram.send(text, thread=thread or "log", reply_markup=markup)
+            else:
+                self.telegram.send(text, thread=thread or "log")
         except Exception as e:  # the queue line is the record; a lost ping must not undo it
             log.warning("approval ping for %s failed: %s", qid, self.redactor.text(e))
 
@@ -289,8 +320,11 @@ class ApprovalQueue:
         refusal = self._over_ceiling(amount_pence, month, self._month_total(month))
         return refusal is None, refusal or "within the monthly ceiling"
 
-    def record_spend(self, amount_pence, reason, tick_n):
-        """Add a small spend to the ledger unless it takes the month over the ceiling: (recorded?, message)."""
+    def record_spend(self, amount_pence, reason, tick_n, over_budget=False):
+        """Add a spend to the ledger unless it takes the month over the ceiling: (recorded?, message).
+
+        `over_budget`: the operator approved this spend knowing it passes the ceiling (`--over-budget`).
+        """
         if not valid_pence(amount_pence):
             return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
         now = datetime.now(timezone.utc)
@@ -298,7 +332,7 @@ class ApprovalQueue:
         with waiting_lock(self.ledger_lock_path):
             spent = self._month_total(month)
             refusal = self._over_ceiling(amount_pence, month, spent)
-            if refusal:
+            if refusal and not over_budget:
                 return False, refusal
             entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
                      "reason": self.redactor.text(reason), "tick": tick_n}

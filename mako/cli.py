@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
 WARNED_ENV = "MAKO_CONFIG_WARNED"
 
 
-def load_or_exit(path, prog):
+def load_or_report(path, prog):
     """Load the config; on error print its one line and return None (the caller exits 78)."""
     try:
         cfg = load_config(path)

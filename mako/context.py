@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileio import open_regular, read_head, tail_lines
-from .text import neutralise
+from .fileio import open_regular, tail_lines
+from .paths import inside
+from .text import marker, neutralise
 
 CHARS_PER_TOKEN = 4
-MARK = "…[truncated {n} chars]"
 INBOX_LABEL = "INBOX — from the operator (the most important input this tick)"
 MAX_DRAFTS = 12
 
@@ -32,7 +32,7 @@ class Block:
 
 
 # Shrunk first to last. MISSION, INBOX, NEXT and STATE go only if nothing else is left (the cap is hard).
-SHRINK_ORDER = ["note:", "DRAFTS", "PERSONA", "JOURNAL", "CAPABILITIES", "NOTES_INDEX", "LAST_RESULTS",
+SHRINK_ORDER = ["note:", "DRAFTS", "PERSONA", "JOURNAL", "APPROVALS", "CAPABILITIES", "NOTES_INDEX", "LAST_RESULTS",
                 "STATE", "NEXT", "INBOX", "MISSION"]
 
 
@@ -44,15 +44,15 @@ def _join(blocks):
     return "\n".join(render_block(b) for b in blocks)
 
 
-def _cut(block, excess):
+def _shrink(block, excess):
     """Shorten block.content by at least `excess` chars, marker included; return the chars removed."""
     content = block.content
     size = len(content)
     removed = min(size, excess)
     while True:
-        marker = MARK.format(n=removed)
+        mark = marker(removed)
         kept = size - removed
-        new_size = kept + 1 + len(marker) if kept else len(marker)
+        new_size = kept + 1 + len(mark) if kept else len(mark)
         if size - new_size >= excess or removed == size:
             break
         removed = min(size, removed + excess - (size - new_size))
@@ -63,10 +63,10 @@ def _cut(block, excess):
         if kept < size and "\n" in text[:-1]:  # keep whole journal lines
             drop = text.index("\n") + 1
             text, removed = text[drop:], removed + drop
-        block.content = MARK.format(n=removed) + ("\n" + text if text else "")
+        block.content = marker(removed) + ("\n" + text if text else "")
     else:
         text = content[:kept]
-        block.content = (text + "\n" if text else "") + MARK.format(n=removed)
+        block.content = (text + "\n" if text else "") + marker(removed)
     return removed
 
 
@@ -90,7 +90,7 @@ def build(system_prompt, blocks, max_tokens):
             over = total() - budget
             if over <= 0:
                 break
-            removed = _cut(block, over)
+            removed = _shrink(block, over)
             if removed:
                 truncated[block.key] = truncated.get(block.key, 0) + removed
     # Headings and markers are not free: if still over, drop whole blocks, lowest priority first.
@@ -116,14 +116,18 @@ def build(system_prompt, blocks, max_tokens):
 # -- gathering from disk ---------------------------------------------------------------------------------
 
 
-def _head_text(path, max_chars):
+def head_text(path, max_chars):
+    """A file's first `max_chars` chars, with the marker saying how many bytes were left out."""
     try:
-        data, cut = read_head(path, max_chars * 4)  # utf-8 is at most 4 bytes a char
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(max_chars * 4)  # utf-8 is at most 4 bytes a char
     except OSError:  # missing, a folder, a loop of links: an empty block, never a failed tick
         return ""
     text = data.decode("utf-8", "replace")
-    if cut or len(text) > max_chars:
-        text = text[:max_chars] + "\n" + MARK.format(n="more")
+    if len(data) < size or len(text) > max_chars:
+        kept = text[:max_chars]
+        text = kept + "\n" + marker(size - len(kept.encode("utf-8", "replace")), "bytes")
     return text
 
 
@@ -138,15 +142,14 @@ def journal_tail_text(path, lines=None, max_chars=None):
             start = max(0, size - max_chars * 4)
             f.seek(start)
             data = f.read()
-    except FileNotFoundError:
+    except OSError:  # missing or not a regular file: no journal to show
         return ""
-    text = data.decode("utf-8", "replace")
-    if start > 0:
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text[-max_chars:]
-        skipped = start
-        text = MARK.format(n=f"{skipped}+ bytes of older lines") + "\n" + text
-    return text
+    if start == 0:
+        return data.decode("utf-8", "replace")
+    # Start at a whole line; the marker counts every byte left out before it.
+    data = data[data.index(b"\n") + 1:] if b"\n" in data else b""
+    text = data.decode("utf-8", "replace")[-max_chars:]
+    return marker(size - len(text.encode("utf-8", "replace")), "bytes") + "\n" + text
 
 
 def drafts_list(folder):
@@ -159,7 +162,7 @@ def drafts_list(folder):
     lines = []
     for e in entries[:MAX_DRAFTS]:
         title = ""
-        head = _head_text(e.path, 2000)
+        head = head_text(e.path, 2000)
         for line in head.splitlines():
             s = line.strip()
             if s.lower().startswith("title:"):
@@ -197,28 +200,29 @@ def read_requested_notes(paths, max_notes, max_chars):
         try:
             candidate = paths.root / rel if rel.startswith("notes/") else paths.notes / rel
             real = Path(os.path.realpath(candidate))
-            if notes_root not in real.parents:
+            if real == notes_root or not inside(real, notes_root):
                 skipped.append(f"{rel[:80]}: not under notes/")
             elif not real.is_file():
                 skipped.append(f"{rel[:80]}: no such note")
             else:
                 shown = "notes/" + str(real.relative_to(notes_root))
-                loaded.append((shown, _head_text(real, max_chars)))
+                loaded.append((shown, head_text(real, max_chars)))
         except (OSError, ValueError) as e:  # a name the OS rejects (too long, NUL) is skipped, never fatal
             skipped.append(f"{rel[:80]!r}: cannot be read ({e.__class__.__name__})")
     return loaded, skipped
 
 
-def gather(cfg, inbox_text, compaction=False, seeds=None):
+def gather(cfg, inbox_text, compaction=False, seeds=None, approvals_text=""):
     """Read the state the model sees, as Blocks in §8 order, plus notes loaded/skipped.
 
     `seeds` ({state file: seed file}) stands in for state files a tick would seed first (a dry run, which
-    creates nothing)."""
+    creates nothing). `approvals_text` (decisions since the last tick, open items) becomes the APPROVALS
+    block after LAST_RESULTS (§19)."""
     p = cfg.paths
     seeds = seeds or {}
 
     def state_text(path):
-        return _head_text(seeds.get(path, path), cap_chars)
+        return head_text(seeds.get(path, path), cap_chars)
 
     cap_chars = cfg.context.max_input_tokens * CHARS_PER_TOKEN
     n = cfg.context.recent_journal_lines
@@ -242,8 +246,11 @@ def gather(cfg, inbox_text, compaction=False, seeds=None):
         Block("DRAFTS", "Blog drafts awaiting approval (newest first)",
               neutralise(drafts_list(p.state / "outbox" / "blog" / "drafts"))),
         Block("LAST_RESULTS", "LAST_RESULTS", neutralise(state_text(p.state / "LAST_RESULTS.md"))),
-        Block("PERSONA", "PERSONA", neutralise(state_text(p.state / "PERSONA.md"))),
     ]
+    if approvals_text:
+        blocks.append(Block("APPROVALS", "APPROVALS — what the operator decided, and what still waits",
+                            neutralise(approvals_text[:cap_chars])))
+    blocks.append(Block("PERSONA", "PERSONA", neutralise(state_text(p.state / "PERSONA.md"))))
     loaded, skipped = read_requested_notes(p, cfg.context.max_requested_notes, cap_chars)
     for name, text in loaded:
         blocks.append(Block(f"note:{name}", neutralise(f"{name} (requested last tick)"), neutralise(text)))

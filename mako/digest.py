@@ -1,26 +1,27 @@
 """The daily digest (§18): the last `digest.hours_window` hours of ticks, the current focus, the journal tail.
 
 Figures come from the window's rows of logs/metrics.csv through mako.stats (junk cells count as unknown,
-undated rows are left out), open approvals from pending/pending_actions.jsonl, the focus from
-state/STATE.md and the last journal lines from state/JOURNAL.md. The metrics, the queue and the journal are
-read from their ends: the cost does not grow with their history. The text is plain (Telegram gets no parse
-mode) and goes to the digest thread, else the log thread.
+undated rows are left out), approvals (open items, the oldest one's age, decisions in the window) from
+their index, the focus from state/STATE.md and the last journal lines from state/JOURNAL.md. The metrics
+and the journal are read from their ends and the approvals through their index: the cost does not grow with
+their history. The text is plain (Telegram gets no parse mode) and goes to the digest thread, else the log
+thread.
 """
 
-import json
 import logging
-import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from .fileio import lines_from_end, read_text, tail_lines
+from . import decisions
+from .fileio import read_text, tail_lines
 from .health import failure_kinds, provider_figures, provider_lines, read_history
 from .redact import Redactor
+from .runrecord import run_deadline
 from .schedule import record_digest_sent
-from .stats import count_if, is_true, numbers, parse_ts, pct, read_table_since, summarize, total
+from .stats import count_if, is_true, numbers, pct, read_table_since, summarize, total
 from .telegram import TelegramClient
-from .text import terminal_safe
+from .text import short, terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,11 @@ JOURNAL_LINE_MAX = 300
 FOCUS_MAX = 600
 DRIFT_LISTED = 10
 DRIFT_MAX = 160
-# The queue is read from its end up to this much (about 3,000 entries); more is shown as "N+".
-QUEUE_TAIL_BYTES = 1024 * 1024
 HISTORY_TAIL_MAX = 50000
 
 FOCUS_LINE_RE = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?focus(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$", re.I)
 FOCUS_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?:current\s+)?focus\s*:?\s*#*\s*$", re.I)
 HEADING_RE = re.compile(r"^\s{0,3}#{1,6}(\s|$)")
-
-
-def _cut(text, limit):
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def extract_focus(text):
@@ -51,11 +45,11 @@ def extract_focus(text):
         if m:
             value = m.group(1).strip()
             if value:
-                return _cut(value, FOCUS_MAX)
+                return short(value, FOCUS_MAX)
             # "Focus:" alone on its line: the lines under it, up to a blank line or a heading.
             rest = _paragraph(lines[i + 1:])
             if rest:
-                return _cut(rest, FOCUS_MAX)
+                return short(rest, FOCUS_MAX)
     for i, line in enumerate(lines):
         if FOCUS_HEADING_RE.match(line):
             body = []
@@ -65,12 +59,12 @@ def extract_focus(text):
                 body.append(following)
             section = " ".join(" ".join(body).split())
             if section:
-                return _cut(section, FOCUS_MAX)
+                return short(section, FOCUS_MAX)
     block = []
     for line in lines + [""]:
         if not line.strip():
             if block:
-                return _cut(" ".join(block), FOCUS_MAX)
+                return short(" ".join(block), FOCUS_MAX)
             continue
         if not HEADING_RE.match(line):
             block.append(line.strip())
@@ -130,33 +124,14 @@ def collect(cfg, now=None):
         lines = min(int(hours * 3600 / cfg.supervisor.tick_interval_s) + 100, HISTORY_TAIL_MAX)
         fig["provider_kinds"] = failure_kinds(read_history(cfg.paths.private, lines), since.timestamp())
 
-    fig["pending"], fig["pending_more"], fig["pending_in_window"] = queue_counts(
-        cfg.paths.pending / "pending_actions.jsonl", since)
+    # From the approvals index (read-only here), never the whole queue.
+    fig["pending"], fig["oldest_age"], fig["decided"] = decisions.figures(
+        cfg, since.timestamp(), now.timestamp(), write=False)
 
     fig["focus"] = extract_focus(read_text(cfg.paths.state / "STATE.md"))
-    fig["journal"] = [_cut(line, JOURNAL_LINE_MAX)
+    fig["journal"] = [short(line, JOURNAL_LINE_MAX)
                       for line in tail_lines(cfg.paths.state / "JOURNAL.md", JOURNAL_LINES) if line.strip()]
     return fig
-
-
-def queue_counts(path, since, max_bytes=QUEUE_TAIL_BYTES):
-    """(entries, more?, entries queued since `since`) from the queue's last `max_bytes`, read from its end;
-    `more` is True when older entries lie beyond that."""
-    total = in_window = 0
-    for line in lines_from_end(path, max_bytes):
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            total += 1
-            stamp = parse_ts(str(entry.get("queued_at") or ""))
-            in_window += stamp is not None and stamp >= since
-    try:
-        more = os.path.getsize(path) > max_bytes
-    except OSError:
-        more = False
-    return total, more, in_window
 
 
 def _n(x):
@@ -192,14 +167,13 @@ def render(fig):
         drift = fig["drift"]
         if drift:
             out.append(f"Drift flags: {len(drift)}")
-            out += [f"  #{tick or '?'} {_cut(flag, DRIFT_MAX)}" for tick, flag in drift[-DRIFT_LISTED:]]
+            out += [f"  #{tick or '?'} {short(flag, DRIFT_MAX)}" for tick, flag in drift[-DRIFT_LISTED:]]
             if len(drift) > DRIFT_LISTED:
                 out.append(f"  (+{len(drift) - DRIFT_LISTED} earlier)")
         else:
             out.append("Drift flags: none")
-    more = "+" if fig.get("pending_more") else ""
-    out.append(f"Approvals pending: {fig['pending']:,}{more} open ({fig['pending_in_window']:,} queued in the last "
-               f"{window})")
+    oldest = f" (oldest {decisions.age_text(fig['oldest_age'])})" if fig["oldest_age"] is not None else ""
+    out.append(f"Approvals: {fig['pending']:,} open{oldest} · {fig['decided']:,} decided in the last {window}")
     out += ["", f"Focus: {fig['focus'] or '(STATE.md has none)'}"]
     out += ["", "Journal (latest):"] + (fig["journal"] or ["(empty)"])
     # Model text (drift flags, STATE, the journal) printed or posted as it is shown: no control sequences.
@@ -215,8 +189,7 @@ def send_digest(cfg, text, clock=time.time):
     the local date is recorded at once for the supervisor (§4)."""
     redactor = Redactor(cfg.secrets())
     # Finish before the supervisor's digest_timeout_s kills the run.
-    budget = cfg.supervisor.digest_timeout_s
-    client = TelegramClient(cfg.telegram, redactor, deadline=clock() + budget - max(2.0, min(10.0, budget * 0.1)))
+    client = TelegramClient(cfg.telegram, redactor, deadline=run_deadline(clock(), cfg.supervisor.digest_timeout_s))
     thread = cfg.telegram.first_thread("digest", "log")
     ok = bool(client.send(redactor.text(text), thread or "log"))
     if ok:

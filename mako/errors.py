@@ -40,6 +40,13 @@ class DeadlineExceeded(MakoError):
     """The run's own deadline passed before it could finish."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (the supervisor is stopping); the run records itself and exits.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` inside an action swallows it.
+    """
+
+
 class PathRefused(MakoError):
     """A model-supplied path broke a file rule (§6); reported as an action error, never raised past it."""
 

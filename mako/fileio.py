@@ -17,7 +17,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 DISPLACED = ".displaced-"
 
-log = logging.getLogger("mako.files")
+log = logging.getLogger(__name__)
 
 
 def ensure_dir(path):
@@ -103,6 +103,14 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def write_all(fd, data):
+    """Write every byte of `data` to `fd`: a short write (a signal, a nearly full disk) is finished, never
+    left as a torn record."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def append(path, data, mode=FILE_MODE, sync=True):
     """Append `data` with one write() on an O_APPEND descriptor, so concurrent appends never interleave.
 
@@ -114,9 +122,7 @@ def append(path, data, mode=FILE_MODE, sync=True):
     raw = _bytes(data)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     try:
-        written = os.write(fd, raw)
-        while written < len(raw):  # only on a full disk or a signal; finish the record
-            written += os.write(fd, raw[written:])
+        write_all(fd, raw)
         if sync:
             os.fsync(fd)
     finally:

@@ -14,7 +14,8 @@ import subprocess
 from fnmatch import fnmatch
 
 from .children import child_env
-from .report import short
+from .paths import inside
+from .text import short
 
 
 GIT_SUBCOMMANDS = frozenset((
@@ -67,11 +68,6 @@ PATH_PARTS_RE = re.compile(r"[/:)=]")
 REPO_CHECK_TIMEOUT_S = 10
 
 
-def _inside(path, root):
-    real = os.path.realpath(path)
-    return real == root or real.startswith(root.rstrip("/") + "/")
-
-
 def git_refusal(args, workdir):
     """Why `git <args>` may not run, or None when it may."""
     root = os.path.realpath(workdir)
@@ -89,7 +85,7 @@ def git_refusal(args, workdir):
                 i += 1
                 value = args[i]
             target = os.path.join(cwd, value)
-            if not _inside(target, root):
+            if not inside(os.path.realpath(target), root):
                 return f"git {name} must stay inside workdir/"
             if a == "-C":
                 cwd = os.path.realpath(target)
@@ -132,9 +128,9 @@ def _path_outside(args, cwd, root):
         candidates = {a, a.split("=", 1)[-1], a.rsplit(")", 1)[-1], a.split(":", 1)[-1]}
         for c in candidates:
             if c.startswith("/") or ".." in PATH_PARTS_RE.split(c):
-                if not _inside(os.path.join(cwd, c), root):
+                if not inside(os.path.realpath(os.path.join(cwd, c)), root):
                     return a
-            elif c and not _inside(os.path.join(cwd, c), root):
+            elif c and not inside(os.path.realpath(os.path.join(cwd, c)), root):
                 return a  # a name inside workdir/ that is a link out of it
     return None
 
@@ -233,7 +229,7 @@ def repo_refusal(args, workdir, env):
     for place in (git_dir, top):
         if place is False:
             return "git did not answer about the repository in time; not run"
-        if place and not _inside(place, root):
+        if place and not inside(os.path.realpath(place), root):
             return f"the repository or its work tree ({short(place, 80)}) is outside workdir/"
     # Listed without the wrapper's own settings, which would show up among the keys.
     names = ask("config", "--list", "--name-only", "-z", forced=False)

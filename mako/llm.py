@@ -23,8 +23,9 @@ from . import __version__
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
 from .net import EncodingRefused, read_body, within
+from .text import truncate
 
-log = logging.getLogger("mako.llm")
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"mako-zero/{__version__}"
 CONNECT_TIMEOUT_S = 10.0
@@ -336,12 +337,6 @@ def _record(provider, redactor, url=None, request=None):
             "ok": False, "cooldown_until": None}
 
 
-def _capped(text):
-    if len(text) <= RECORD_BODY_MAX:
-        return text
-    return text[:RECORD_BODY_MAX] + f"…[truncated {len(text) - RECORD_BODY_MAX} chars]"
-
-
 def _attempt(session, provider, system, user, read_timeout, redactor, cooldowns, session_id, clock):
     """One provider call: (record, (content, prompt_tokens, completion_tokens) or None)."""
     url, headers, body = build_request(provider, system, user, session_id)
@@ -352,7 +347,7 @@ def _attempt(session, provider, system, user, read_timeout, redactor, cooldowns,
         status, raw, resp_headers = _post(session, url, headers, body, read_timeout)
         rec["status"] = status
         text = raw.decode("utf-8", "replace")
-        rec["response_body"] = _capped(redactor.text(text))
+        rec["response_body"] = truncate(redactor.text(text), RECORD_BODY_MAX)
         content, prompt, completion, finish = parse_reply(provider.type, status, text, resp_headers, clock())
         rec["finish_reason"] = finish if isinstance(finish, str) else None
         rec["ok"] = True

@@ -11,14 +11,14 @@ import os
 import shutil
 import stat
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from .errors import PathRefused
-from .fileio import DISPLACED, DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, move_aside
+from .fileio import DISPLACED, DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, move_aside, write_all
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
-CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "status.py", "install.sh",
-              "mako-zero.service", "config.example.yaml", "requirements.txt")
+CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "status.py",
+              "install.sh", "mako-zero.service", "config.example.yaml", "requirements.txt")
 CODE_DIRS = ("mako", "prompts", "seed", "tests", "bench", ".venv", "venv", ".git", ".ci")
 # Files under state/ that only the wrapper (or the operator) writes.
 STATE_PROTECTED = ("MISSION.md", "CAPABILITIES.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
@@ -26,8 +26,16 @@ STATE_PROTECTED = ("MISSION.md", "CAPABILITIES.md", "INBOX.md", "tick_counter.tx
 SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*",
                         ".env", ".netrc", ".git-credentials", "*.secret")
 WRITE_MODES = ("write", "append")
+WRITE_MAX_BYTES = 1024 * 1024  # one model write, by files[] or write_file
 
-log = logging.getLogger("mako.paths")
+
+def check_size(content):
+    """Refuse a model write over the 1 MB limit, counted in the bytes it would take on disk."""
+    size = len(content.encode("utf-8", "replace"))
+    if size > WRITE_MAX_BYTES:
+        raise PathRefused(f"content is {size} bytes, over the {WRITE_MAX_BYTES} byte (1 MB) limit")
+
+log = logging.getLogger(__name__)
 # Files in state/ the wrapper reads or writes itself; the model may write some of them whole, never beneath.
 STATE_FILES = STATE_SEEDS + ("JOURNAL.md", "LAST_RESULTS.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
                              "compact_pending.flag")
@@ -35,7 +43,8 @@ PENDING_FILES = ("pending_actions.jsonl", "decisions.jsonl")
 # The wrapper's own files in state/.mako/ (a folder on one of these names would stop whatever uses it).
 PRIVATE_FILES = ("tick.lock", "tick_counter", "compact_failures", "queue_seq", "queue.lock", "spend.jsonl",
                  "spend.lock", "cooldowns.json", "opencode-session", "scribe_counter.txt", "scribe_counter.shadow",
-                 "schedule.json", "health.json", "health.jsonl")
+                 "schedule.json", "approvals.db", "approvals.db-journal", "approvals_seen.json", "decisions.lock",
+                 "health.json", "health.jsonl")
 # Archived INBOX messages and journals: kept as the wrapper wrote them.
 ARCHIVE_PREFIXES = ("inbox-", "journal-")
 
@@ -53,8 +62,10 @@ def layout_files(p):
             + [p.notes / "INDEX.md", p.logs / "metrics.csv"])
 
 
-def _under_root(path, root):
-    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root))
+def inside(path, folder):
+    """Whether `path` is `folder` or beneath it, comparing normalised paths part by part (the one
+    containment check: a string prefix would take /srv/mako-zero-evil for /srv/mako-zero)."""
+    return PurePath(os.path.normpath(path)).is_relative_to(os.path.normpath(folder))
 
 
 def check_layout(cfg):
@@ -76,7 +87,7 @@ def check_layout(cfg):
         except NotADirectoryError:
             return False  # its parent was wrong and has been moved aside already
         if stat.S_ISLNK(st.st_mode):
-            if not _under_root(path, p.root):
+            if not inside(path, p.root):
                 # Outside the root the operator placed it; only what it points at matters.
                 try:
                     st = os.stat(path)
@@ -176,10 +187,6 @@ def remove_stale_temp_files(cfg, max_age_s=3600):
                     pass
 
 
-def _is_under(path, folder):
-    return path == folder or folder in path.parents
-
-
 class PathPolicy:
     """Decides whether a root-relative path may be written or read, and performs safe writes."""
 
@@ -213,7 +220,7 @@ class PathPolicy:
 
     def _resolved_rel(self, norm):
         target = Path(os.path.realpath(self.root / norm))
-        if not _is_under(target, self.root) or target == self.root:
+        if not inside(target, self.root) or target == self.root:
             raise PathRefused(f"path resolves outside the root: {str(norm)[:200]}")
         return target, PurePosixPath(target.relative_to(self.root))
 
@@ -223,15 +230,15 @@ class PathPolicy:
         real = lambda x: Path(os.path.realpath(x))  # noqa: E731
         if target == real(self.cfg.path):
             return "the config file"
-        if _is_under(target, real(p.prompts)):
+        if inside(target, real(p.prompts)):
             return "prompts/"
         code = real(p.code)
         if target.parent == code and (target.suffix == ".py" or target.name in CODE_NAMES):
             return "the code"
         for d in ("mako", "seed", ".venv"):
-            if _is_under(target, code / d):
+            if inside(target, code / d):
                 return "the code"
-        if _is_under(target, real(p.private)):
+        if inside(target, real(p.private)):
             return "state/.mako/ (wrapper bookkeeping)"
         return None
 
@@ -263,15 +270,15 @@ class PathPolicy:
             return "notes/INDEX.md is a file; nothing may be written beneath it"
         pending = Path(os.path.realpath(p.pending))
         for name in PENDING_FILES:
-            if _is_under(target, pending / name):
+            if inside(target, pending / name):
                 return f"pending/{name} is the wrapper's record of approvals"
         archive = Path(os.path.realpath(p.archive))
         if archive in target.parents and target.relative_to(archive).parts[0].startswith(ARCHIVE_PREFIXES):
             return "archived INBOX messages and journals are kept as written"
-        if _is_under(target, Path(os.path.realpath(p.logs))):
+        if inside(target, Path(os.path.realpath(p.logs))):
             return "logs/ is the wrapper's record"
         for f in self.forbidden:
-            if _is_under(PurePosixPath(rel), f):
+            if inside(PurePosixPath(rel), f):
                 return f"{f} is in guardrails.forbidden_paths"
         return None
 
@@ -286,7 +293,7 @@ class PathPolicy:
         reason = self.protected_reason(resolved, target)
         if reason:
             raise PathRefused(f"protected: {reason}")
-        if not any(_is_under(target, Path(os.path.realpath(self.root / w))) for w in self.writable):
+        if not any(inside(target, Path(os.path.realpath(self.root / w))) for w in self.writable):
             raise PathRefused(f"not under a writable path ({', '.join(map(str, self.writable))}): {rel[:200]}")
         if target.is_dir():
             raise PathRefused(f"path is a folder: {rel[:200]}")
@@ -313,6 +320,7 @@ class PathPolicy:
             raise PathRefused(f"mode must be one of {', '.join(WRITE_MODES)}, got {str(mode)[:40]!r}")
         if not isinstance(content, str):
             raise PathRefused("content must be a string")
+        check_size(content)
         target = self.check_write(rel)
         data = content.encode("utf-8", "replace")
         dfd = self._open_dir_nofollow(target.parent)
@@ -323,7 +331,7 @@ class PathPolicy:
                 try:
                     if not stat.S_ISREG(os.fstat(fd).st_mode):
                         raise PathRefused("not a regular file")
-                    _write_all(fd, data)
+                    write_all(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -331,7 +339,7 @@ class PathPolicy:
                 tmp = f".{target.name}.{os.getpid()}.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
                 try:
-                    _write_all(fd, data)
+                    write_all(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -364,13 +372,6 @@ class PathPolicy:
             os.close(fd)
             raise PathRefused(f"folder changed under the write: {e.strerror}") from None
         return fd
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def copy_file(src, dst):

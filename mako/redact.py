@@ -7,6 +7,8 @@ dicts and lists that become payload files.
 
 import re
 
+from .text import marker
+
 MARK = "<redacted>"
 BOT_TOKEN_RE = re.compile(r"bot\d{3,}:[A-Za-z0-9_-]{10,}")
 BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
@@ -80,6 +82,6 @@ def clip(redactor, data, limit, total=None, encoding="utf-8"):
         return text, False
     kept = raw[:limit].decode("utf-8", "ignore")
     if total is None:
-        return kept + f"…[truncated: more than {limit} bytes]", True
+        return kept + marker(f"more than {limit}", "bytes"), True
     omitted = total - len(data) + len(raw) - len(kept.encode("utf-8", "surrogatepass"))
-    return kept + f"…[truncated {omitted} bytes]", True
+    return kept + marker(omitted, "bytes"), True

@@ -5,26 +5,12 @@ Pure functions of the tick's results; the worker writes and sends what they retu
 
 from datetime import datetime
 
-from .text import fold_lines, visible
+from .text import fold_lines, marker, truncate, visible
 
 LAST_RESULTS_MAX_BYTES = 16 * 1024
 FIELD_MAX_CHARS = 1500
 JOURNAL_LINE_MAX_CHARS = 4000
-ICONS = {"ok": "✅", "queued": "⏸", "skipped": "⏭"}
-
-
-def truncate(text, limit):
-    """Cut text to `limit` chars with the visible §8 marker."""
-    if len(text) <= limit:
-        return text
-    # Leave room for the marker itself (sized for the most chars it could report).
-    keep = max(0, limit - len(f"…[truncated {len(text)} chars]"))
-    return text[:keep] + f"…[truncated {len(text) - keep} chars]"
-
-
-def short(text, limit):
-    """`text` on one line (runs of whitespace folded to a space), cut to `limit` chars with the marker."""
-    return truncate(" ".join(str(text).split()), limit)
+ICONS = {"ok": "✅", "queued": "⏸", "waiting": "⏸", "skipped": "⏭"}
 
 
 def icon(result):
@@ -81,8 +67,8 @@ def last_results(tick_n, mode, when, provider, model, writes, actions, notes_ski
     text = "\n".join(out) + "\n"
     data = text.encode("utf-8")
     if len(data) > LAST_RESULTS_MAX_BYTES:
-        marker = f"\n…[truncated {len(data) - LAST_RESULTS_MAX_BYTES + 200} bytes of results]\n"
-        text = data[:LAST_RESULTS_MAX_BYTES - 200].decode("utf-8", "ignore") + marker
+        kept = data[:LAST_RESULTS_MAX_BYTES - 200].decode("utf-8", "ignore")
+        text = f"{kept}\n{marker(len(data) - len(kept.encode('utf-8')), 'bytes')}\n"
     return text
 
 

@@ -14,6 +14,7 @@ import json
 import re
 
 from mako.errors import ResponseError
+from mako.text import short
 
 FILE_MODES = ("write", "append")
 PERSONA_MODES = ("append", "write", "skip")
@@ -68,13 +69,8 @@ def _loads(text):
         raise ValueError("JSON nested too deeply") from None
 
 
-def _short(value, limit=80):
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _duplicate(exc):
-    return ResponseError(f"duplicate key {_short(exc.args[0])!r} in the reply's JSON")
+    return ResponseError(f"duplicate key {short(exc.args[0], 80)!r} in the reply's JSON")
 
 
 def _fenced_blocks(text):
@@ -205,7 +201,7 @@ def extract_json(text):
     if not isinstance(text, str):
         raise ResponseError(f"reply: expected text, got {type(text).__name__}")
     if text.lstrip().lstrip("\ufeff").startswith("PARSE_ERROR"):
-        raise ResponseError(f"reply is a PARSE_ERROR: {_short(text.strip(), 200)}")
+        raise ResponseError(f"reply is a PARSE_ERROR: {short(text.strip(), 200)}")
     errors = []
     obj = _from_fences(text, errors)
     if obj is None:
@@ -312,7 +308,7 @@ def _files(value):
         content = _str(f"{field}.content", entry["content"])
         mode = entry.get("mode", "write")
         if mode not in FILE_MODES:
-            raise ResponseError(f"{field}.mode: expected 'write' or 'append', got {_short(json.dumps(mode))}")
+            raise ResponseError(f"{field}.mode: expected 'write' or 'append', got {short(json.dumps(mode), 80)}")
         files.append({"path": path, "content": content, "mode": mode})
     return files
 
@@ -324,7 +320,7 @@ def _persona_update(value):
     mode = value.get("mode")
     if mode not in PERSONA_MODES:
         raise ResponseError(
-            f"persona_update.mode: expected 'append', 'write' or 'skip', got {_short(json.dumps(mode))}")
+            f"persona_update.mode: expected 'append', 'write' or 'skip', got {short(json.dumps(mode), 80)}")
     content = value.get("content")
     if mode == "skip":
         content = _str("persona_update.content", content, optional=True) or ""
@@ -404,7 +400,7 @@ def validate_scribe(obj):
     clean_surrogates(obj)
     kind = obj.get("kind")
     if kind not in SCRIBE_KINDS:
-        raise ResponseError(f"kind: expected 'draft' or 'skip', got {_short(json.dumps(kind))}")
+        raise ResponseError(f"kind: expected 'draft' or 'skip', got {short(json.dumps(kind), 80)}")
     if kind == "skip":
         if obj.get("skip") is None:
             raise ResponseError("skip: required when kind is 'skip'")
@@ -417,7 +413,7 @@ def validate_scribe(obj):
     fields = {name: _required_text(draft, name, f"draft.{name}") for name in ("slug", "title", "body_md")}
     slug = normalise_slug(fields["slug"])
     if not slug:
-        raise ResponseError(f"draft.slug: nothing left of {_short(fields['slug'])!r} after normalising")
+        raise ResponseError(f"draft.slug: nothing left of {short(fields['slug'], 80)!r} after normalising")
     summary = _str("draft.summary_for_chris", draft.get("summary_for_chris"), optional=True) or ""
     return {
         "kind": "draft",

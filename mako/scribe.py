@@ -10,30 +10,25 @@ import logging
 import os
 import stat
 import time
-import traceback
 from datetime import datetime
 
 from . import counter
-from .context import Block, build, drafts_list
-from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK, ResponseError
-from .fileio import ensure_dir, fsync_dir, read_head, tail_lines
+from .context import Block, build, drafts_list, head_text
+from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK
+from .fileio import ensure_dir, fsync_dir, tail_lines, write_all
 from .llm import call_providers
-from .logs import iso, write_error_log, write_payload
 from .paths import ensure_layout
-from .redact import Redactor
 from .response import parse_scribe
-from .telegram import TelegramClient
-from .text import neutralise
+from .runrecord import RunRecord, outcome_of
+from .text import neutralise, truncate
 
-log = logging.getLogger("scribe")
+log = logging.getLogger(__name__)
 
 RECENT_NOTES = 3
-NOTE_MAX_BYTES = 4096
-STATE_MAX_BYTES = 16384
+NOTE_MAX_CHARS = 4096
+STATE_MAX_CHARS = 16384
 MAX_NAME_TRIES = 1000
 SUMMARY_MAX_CHARS = 1000
-# Leaves the run time to record itself before the supervisor's scribe timeout kills it.
-DEADLINE_MARGIN_S = 10
 DRAFT_FILE_MODE = 0o644
 
 
@@ -41,17 +36,7 @@ def drafts_dir(cfg):
     return cfg.paths.state / "outbox" / "blog" / "drafts"
 
 
-def _head(path, max_bytes):
-    """A file's first max_bytes as text, with a visible marker when it was longer; "" when missing."""
-    try:
-        data, cut = read_head(path, max_bytes)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-        return ""
-    text = data.decode("utf-8", "replace")
-    return text + "\n…[truncated]" if cut else text
-
-
-def recent_notes(notes_dir, limit=RECENT_NOTES, max_bytes=NOTE_MAX_BYTES):
+def recent_notes(notes_dir, limit=RECENT_NOTES, max_chars=NOTE_MAX_CHARS):
     """The `limit` most recently changed notes as (name relative to notes/, capped text), newest first.
 
     Symlinks are skipped: a link planted under notes/ must not carry another file (config.yaml, a key) to
@@ -72,7 +57,7 @@ def recent_notes(notes_dir, limit=RECENT_NOTES, max_bytes=NOTE_MAX_BYTES):
             if stat.S_ISREG(st.st_mode):
                 found.append((st.st_mtime, rel, path))
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [(rel, _head(path, max_bytes)) for _, rel, path in found[:limit]]
+    return [(rel, head_text(path, max_chars)) for _, rel, path in found[:limit]]
 
 
 def gather(cfg):
@@ -81,12 +66,12 @@ def gather(cfg):
     n = cfg.scribe.recent_journal_lines
     # All but MISSION is model-written: neutralised, so no line can pass for a block heading.
     blocks = [
-        Block("MISSION", "MISSION", _head(p.state / "MISSION.md", STATE_MAX_BYTES)),
-        Block("PERSONA", "PERSONA", neutralise(_head(p.state / "PERSONA.md", STATE_MAX_BYTES))),
+        Block("MISSION", "MISSION", head_text(p.state / "MISSION.md", STATE_MAX_CHARS)),
+        Block("PERSONA", "PERSONA", neutralise(head_text(p.state / "PERSONA.md", STATE_MAX_CHARS))),
         Block("JOURNAL", f"JOURNAL (last {n} lines)",
               neutralise("\n".join(tail_lines(p.state / "JOURNAL.md", n))) or "(no journal yet)", keep="tail"),
         Block("NOTES_INDEX", "notes/INDEX.md",
-              neutralise(_head(p.notes / "INDEX.md", STATE_MAX_BYTES)) or "(no index yet)"),
+              neutralise(head_text(p.notes / "INDEX.md", STATE_MAX_CHARS)) or "(no index yet)"),
     ]
     for name, text in recent_notes(p.notes):
         blocks.append(Block(f"note:notes/{name}", neutralise(f"notes/{name} (recently changed)"), neutralise(text)))
@@ -113,9 +98,7 @@ def write_draft(folder, date, slug, text):
         except FileExistsError:
             continue
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -127,26 +110,11 @@ def write_draft(folder, date, slug, text):
     raise FileExistsError(f"{MAX_NAME_TRIES} drafts named {date}-{slug} already exist")
 
 
-def _cut(text, limit):
-    return text if len(text) <= limit else text[:limit] + f"…[truncated {len(text) - limit} chars]"
-
-
-class ScribeRun:
+class ScribeRun(RunRecord):
     """One scribe run: numbered, bounded by its own deadline, and always recorded."""
 
     def __init__(self, cfg, clock=time.time):
-        self.cfg = cfg
-        self.clock = clock
-        self.redactor = Redactor(cfg.secrets())
-        self.started = clock()
-        self.deadline = self.started + cfg.supervisor.scribe_timeout_s - DEADLINE_MARGIN_S
-        self.telegram = TelegramClient(cfg.telegram, self.redactor, deadline=self.deadline)
-        self.n = None
-        self.errors = []
-        self.payload = {"tick_n": None, "mode": "scribe", "started_at": iso(), "system_prompt": "",
-                        "user_message": "", "sizes": {}, "inbox_present": False, "llm_attempts": [],
-                        "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
-                        "telegram_posts": self.telegram.records, "errors": self.errors}
+        super().__init__(cfg, "scribe", cfg.supervisor.scribe_timeout_s, clock)
 
     def run(self):
         """Draft or skip; returns EXIT_OK or EXIT_FAIL, having written the payload either way."""
@@ -183,8 +151,8 @@ class ScribeRun:
         payload["kind"] = reply["kind"]
         if reply["kind"] == "skip":
             reason = self.redactor.text(reply["skip"]["reason"])
-            self.telegram.send(f"📝 scribe #{self.n} skip: {_cut(reason, SUMMARY_MAX_CHARS)}", "log")
-            log.info("scribe %d skipped: %s", self.n, _cut(reason, 200))
+            self.telegram.send(f"📝 scribe #{self.n} skip: {truncate(reason, SUMMARY_MAX_CHARS)}", "log")
+            log.info("scribe %d skipped: %s", self.n, truncate(reason, 200))
             return
         draft = {k: self.redactor.text(v) for k, v in reply["draft"].items()}
         date = datetime.now().astimezone().strftime("%Y-%m-%d")
@@ -194,40 +162,24 @@ class ScribeRun:
         payload["files_written"].append({"path": rel, "mode": "create", "bytes": path.stat().st_size,
                                          "ok": True})
         payload["draft_file"] = rel
-        lines = [f"📝 Draft for review: {_cut(' '.join(draft['title'].split()), 300)}", rel]
+        lines = [f"📝 Draft for review: {truncate(' '.join(draft['title'].split()), 300)}", rel]
         if draft["summary_for_chris"].strip():
-            lines.append(_cut(draft["summary_for_chris"].strip(), SUMMARY_MAX_CHARS))
+            lines.append(truncate(draft["summary_for_chris"].strip(), SUMMARY_MAX_CHARS))
         thread = cfg.telegram.first_thread(cfg.scribe.approval_thread, "requests", "log")
         self.telegram.send("\n".join(lines), thread or "log")
         log.info("scribe %d drafted %s", self.n, rel)
 
     def fail(self, error):
         """Record a failed run: error log and a short FAIL line in the log thread. Returns the outcome word."""
-        if isinstance(error, ResponseError):
-            outcome = "parse_error"
-        elif isinstance(error, (DeadlineExceeded, TimeoutError)):
-            outcome = "timeout"
-        elif isinstance(error, AllProvidersFailed):
-            kinds = {a.get("kind") for a in getattr(error, "attempts", []) if isinstance(a, dict)}
-            outcome = "timeout" if kinds == {"timeout"} else "provider_error"
-        else:
-            outcome = "fail"
         message = self.redactor.text(f"{type(error).__name__}: {error}")
         self.errors.append(message)
-        try:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            write_error_log(self.cfg.paths.logs / "scribe", self.n,
-                            f"scribe run {self.n} failed at {iso()}\n{trace}", self.redactor)
-        except OSError as e:
-            self.errors.append(self.redactor.text(f"error log not written: {e}"))
-        self.telegram.send(f"🦫 scribe #{self.n} FAIL · {_cut(message, 500)}", "log")
+        self.log_failure(self.cfg.paths.logs / "scribe", f"scribe run {self.n}", error)
+        self.telegram.send(f"🦫 scribe #{self.n} FAIL · {truncate(message, 500)}", "log")
         log.error("scribe %d failed: %s", self.n, message)
-        return outcome
+        return outcome_of(error)
 
     def finish(self, outcome):
-        self.payload.update(ended_at=iso(), wall_s=round(self.clock() - self.started, 3), outcome=outcome)
-        if self.cfg.logging.full_payload:
-            write_payload(self.cfg.paths.logs / "scribe", self.n, self.payload, self.redactor)
+        self.save_payload(self.cfg.paths.logs / "scribe", outcome)
 
 
 def run(cfg, clock=time.time):

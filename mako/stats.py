@@ -23,7 +23,7 @@ from fractions import Fraction
 
 from .fileio import lines_from_end, open_regular, read_head
 from .logs import METRICS_COLUMNS
-from .text import terminal_safe
+from .text import short, terminal_safe
 
 BAR = "█"
 _fromiso = datetime.fromisoformat
@@ -366,11 +366,6 @@ def _count_lines(pairs, n, limit=12):
     return lines
 
 
-def _cut(text, limit):
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _span_lines(table, tick_interval_s, mean_wall):
     stamps = sorted(t.timestamp() for t in table.ts)
     first, last = stamps[0], stamps[-1]
@@ -441,7 +436,7 @@ def report(table, source, tick_interval_s, reason=None, extra=()):
     compact_now = count_if(table.col("compact_now"), is_true)
     compactions = count_if(table.col("mode"), lambda m: m.strip() == "compact")
     out += ["", "Flags", f"  drift flags raised: {len(drift):,} ({pct(len(drift), n):.1f}%)"]
-    out += [f"    {c:>6,}× {_cut(v, 100)}" for v, c in counts(drift)[:5]]
+    out += [f"    {c:>6,}× {short(v, 100)}" for v, c in counts(drift)[:5]]
     out.append(f"  compact_now true: {compact_now:,} · compaction ticks: {compactions:,}")
 
     out += list(extra)
@@ -451,7 +446,7 @@ def report(table, source, tick_interval_s, reason=None, extra=()):
         tick = ticks[i].strip()
         why = reason(int(tick)) if reason and TICK_RE.fullmatch(tick) else ""
         out.append(f"  {table.ts[i].isoformat()}  #{tick or '?'}  {outcomes[i].strip() or '(unknown)'}"
-                   + (f"  {_cut(why, 160)}" if why.strip() else ""))
+                   + (f"  {short(why, 160)}" if why.strip() else ""))
     if not failed:
         out.append("  none")
     # Cells hold model text (a drift flag, a model name): no escape sequence reaches the terminal.

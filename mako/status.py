@@ -19,12 +19,12 @@ from datetime import datetime, timezone
 
 from . import health
 from .fileio import read_head, tail_lines
+from .decisions import open_summary
 from .pause import paused_reason
 from .schedule import DATE_RE, DIGEST_SENT_FILE, SCHEDULE_FILE, digest_sent_date
-from .stats import TAIL_MAX_BYTES, parse_ts, read_table_since
+from .stats import TAIL_MAX_BYTES, read_table_since
 
 DAY_S = 86400
-QUEUE_TAIL_LINES = 2000
 LEDGER_TAIL_LINES = 5000
 LOGS_MAX_ENTRIES = 50000
 STALE_INTERVALS = 3
@@ -66,45 +66,12 @@ def _iso(epoch):
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def open_from_queue_tail(cfg):
-    """(open count, oldest queued_at, counted the whole queue?) from the queue's tail only.
-
-    Ids queued in the last QUEUE_TAIL_LINES lines and not named by a decision in pending/decisions.jsonl's
-    tail. Used until mako.decisions (the approvals index) is present.
-    """
-    lines = _tail(cfg.paths.pending / "pending_actions.jsonl", QUEUE_TAIL_LINES + 1)
-    whole = len(lines) <= QUEUE_TAIL_LINES
-    decided = set()
-    for line in _tail(cfg.paths.pending / "decisions.jsonl", QUEUE_TAIL_LINES * 2):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("decision") in ("approved", "rejected", "done"):
-            decided.add(rec.get("id"))
-    queued = {}
-    for line in lines[-QUEUE_TAIL_LINES:]:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec["id"] not in decided:
-            queued.setdefault(rec["id"], str(rec.get("queued_at") or ""))
-    stamps = sorted(s for s in queued.values() if parse_ts(s))
-    return len(queued), (stamps[0] if stamps else None), whole
-
-
 def approvals_summary(cfg):
+    """Open approvals and the oldest one's queue time, from the approvals index (read, never written)."""
     for name in ("pending_actions.jsonl", "decisions.jsonl"):
         _regular(cfg.paths.pending / name)  # a FIFO there would hang whichever reader comes next
-    try:
-        from .decisions import open_summary
-    except ImportError:
-        count, oldest, whole = open_from_queue_tail(cfg)
-        return {"open": count, "oldest_queued_at": oldest, "counted": "whole queue" if whole else
-                f"last {QUEUE_TAIL_LINES} queue lines"}
-    count, oldest = open_summary(cfg, write=False)  # status writes nothing, not even the index
-    return {"open": count, "oldest_queued_at": oldest, "counted": "index"}
+    count, oldest = open_summary(cfg, write=False)
+    return {"open": count, "oldest_queued_at": oldest}
 
 
 def month_spend(cfg, now):

@@ -100,13 +100,10 @@ def _lines(info, now):
     if _unknown(appr):
         value = f"unknown ({appr['unknown']})"
     else:
-        partial = appr["counted"] not in ("index", "whole queue")
-        value = f"{'at least ' if partial else ''}{appr['open']} open"
+        value = f"{appr['open']} open"
         oldest = _epoch(appr["oldest_queued_at"])
         if oldest is not None:
             value += f", oldest {_ago(now - oldest)}"
-        if partial:
-            value += f" (counted in the {appr['counted']})"
     out.append(("approvals", value))
     providers = info["providers"]
     if _unknown(providers):

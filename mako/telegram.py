@@ -15,7 +15,7 @@ import urllib3
 from .config import THREAD_NAMES
 from .net import read_body, within
 
-log = logging.getLogger("mako.telegram")
+log = logging.getLogger(__name__)
 
 PART_LIMIT = 4000  # UTF-16 units; Telegram's hard limit is 4096, leaving room for the "(i/n)" prefix
 MAX_429_RETRIES = 3
@@ -43,7 +43,7 @@ def _fit(text, limit):
     return len(text)
 
 
-def _cut(text, limit):
+def _split_point(text, limit):
     """Where to end the next part: after a paragraph break, else a line break, else a space, else hard."""
     window = _fit(text, limit)
     head = text[:window]
@@ -69,7 +69,7 @@ def split_message(text, limit=PART_LIMIT):
     parts = []
     rest = text
     while utf16_len(rest) > limit:
-        cut = _cut(rest, limit)
+        cut = _split_point(rest, limit)
         parts.append(rest[:cut])
         rest = rest[cut:]
     if rest:
@@ -108,11 +108,6 @@ class TelegramClient:
         self.sleep = sleep
         self.records = []
         self._session = None
-        # urllib3 logs each request URL at DEBUG, and this URL carries the token: keep that logger quiet
-        # whatever level the caller configured.
-        quiet = logging.getLogger("urllib3")
-        if quiet.level < logging.WARNING:
-            quiet.setLevel(logging.WARNING)
 
     def scrub(self, text):
         text = str(text)

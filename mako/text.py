@@ -9,6 +9,9 @@ overrides) and control sequences (ANSI/OSC escapes) make what is shown differ fr
 - `fold_lines` turns a text into one line, its lines joined by " / " (the journal line);
 - `neutralise` keeps a text's "\\n" lines but escapes every other break and invisible character and demotes
   a `## ` heading, so model-written text placed in the context can never pass for a wrapper block heading.
+
+Every cut the wrapper makes says so with one marker, `…[truncated N chars]` (or `N bytes`, or `more than N
+bytes` where the rest was never read): `marker`, `truncate` and `short` are the only places that cut text.
 """
 
 import re
@@ -22,6 +25,25 @@ NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 # A block heading as render_block writes it, at any indent (a reader may not count spaces as markdown does).
 HEADING_RE = re.compile(r"^([ \t]*)(##)(?=[^#]|$)", re.M)
+
+
+def marker(n, unit="chars"):
+    """The one truncation marker: `…[truncated 12 chars]`, `…[truncated 300 bytes]`."""
+    return f"…[truncated {n} {unit}]"
+
+
+def truncate(text, limit):
+    """`text` cut to at most `limit` chars, the marker included, saying how many chars were cut."""
+    if len(text) <= limit:
+        return text
+    # Leave room for the marker itself (sized for the most chars it could report).
+    keep = max(0, limit - len(marker(len(text))))
+    return text[:keep] + marker(len(text) - keep)
+
+
+def short(text, limit=200):
+    """`text` on one line (runs of whitespace folded to a space), cut to `limit` chars with the marker."""
+    return truncate(" ".join(str(text).split()), limit)
 
 
 def _hidden(ch):

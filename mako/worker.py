@@ -5,129 +5,38 @@ after the tick number is taken, the tick records itself: a metrics row, a payloa
 error-N.log plus a FAIL post; a failed tick keeps the INBOX for the next one.
 """
 
-import errno
 import json
 import logging
 import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from . import counter, inbox as inbox_mod, report
+from . import counter, decisions, inbox as inbox_mod, report
 from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
-from .context import build, gather
-from .errors import (EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, DeadlineExceeded, PathRefused,
-                     ResponseError)
-from .fileio import FileLock, append, atomic_write, displace, open_regular
+from .errors import EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, PathRefused, ResponseError, Terminated
+from .fileio import FileLock, append, atomic_write, displace
 from .health import safe_record_tick
 from .llm import call_providers
-from .logs import append_metrics, iso, write_error_log, write_payload
-from .paths import PathPolicy, check_layout, copy_file, ensure_layout, remove_stale_temp_files, seed_pairs
-from .redact import Redactor
+from .logs import append_metrics, iso
+from .paths import PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files
+from .request import COMPACT_FAIL_LIMIT, assemble, choose_mode, read_int
 from .response import parse_reply
-from .telegram import TelegramClient
+from .runrecord import RunRecord, outcome_of
 
-log = logging.getLogger("tick")
+log = logging.getLogger(__name__)
 
-MAX_WRITE_BYTES = 1024 * 1024
 MAX_FILES = 200
-COMPACT_FAIL_LIMIT = 3
 # What a tick stopped by SIGTERM may still spend on its FAIL post (the supervisor kills it 5 s later).
 TERMINATED_POST_S = 3.0
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived (the supervisor is stopping); the tick records itself and exits.
-
-    A BaseException, like KeyboardInterrupt, so no `except Exception` inside an action swallows it.
-    """
-
-
-def read_prompt(cfg, name):
-    with open_regular(cfg.paths.prompts / name) as f:  # never blocks on a FIFO planted there
-        return f.read().decode("utf-8")
-
-
-def choose_mode(cfg, requested):
-    """(mode, note): `requested` wins; else compact when the flag exists, unless compaction already failed
-    COMPACT_FAIL_LIMIT ticks in a row — then normal, with a note saying so."""
-    if requested:
-        return requested, None
-    if not (cfg.paths.state / "compact_pending.flag").exists():
-        return "normal", None
-    fails = _read_int(cfg.paths.private / "compact_failures")
-    if fails >= COMPACT_FAIL_LIMIT:
-        return "normal", f"compaction failed {fails} ticks in a row; giving up on it and running normally"
-    return "compact", None
-
-
-def _read_int(path):
-    return counter.read_number(path) or 0
-
-
-def assemble(cfg, mode, inbox_text, seeds=None):
-    """(system_prompt, user_message, sizes, notes_skipped) for this state: the same for a tick and a dry run."""
-    system_prompt = read_prompt(cfg, "compact.md" if mode == "compact" else "system.md")
-    blocks, loaded, skipped = gather(cfg, inbox_text, compaction=mode == "compact", seeds=seeds)
-    message, sizes = build(system_prompt, blocks, cfg.context.max_input_tokens)
-    sizes["notes_loaded"] = loaded
-    sizes["notes_skipped"] = skipped
-    return system_prompt, message, sizes, skipped
-
-
-def dry_run(cfg, mode=None, out=None):
-    """Print the exact request a tick would send now; create or change nothing (§3).
-
-    What a tick would create first is read as it would be: a missing state file as its seed, a missing
-    root as an empty one; and the output says so."""
-    out = out or sys.stdout
-    p = cfg.paths
-    notes = []
-    if p.root.exists() and not p.root.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.root))
-    if not p.root.is_dir():
-        notes.append(f"{p.root} does not exist yet; read as a fresh root (a tick creates it)")
-    seeds = {dst: src for src, dst in seed_pairs(p) if not dst.exists() and src.is_file()}
-    if seeds and not notes:
-        notes += [f"{dst.relative_to(p.root) if p.root in dst.parents else dst} is missing; shown from "
-                  f"seed/ (a tick seeds it)" for dst in seeds]
-    mode, _ = choose_mode(cfg, mode)
-    pending = inbox_mod.peek(p)
-    system_prompt, message, sizes, _ = assemble(cfg, mode, pending.text if pending.present else None, seeds)
-    redactor = Redactor(cfg.secrets())
-    for note in notes:
-        print(f"=== note: {note}", file=out)
-    print(f"=== mode: {mode}", file=out)
-    print("=== system prompt", file=out)
-    print(redactor.text(system_prompt), file=out)
-    print("=== user message", file=out)
-    print(redactor.text(message), file=out)
-    print("=== token estimates (chars / 4)", file=out)
-    print(f"system_prompt: {sizes['system_prompt']}", file=out)
-    for key, tokens in sizes["blocks"].items():
-        print(f"{key}: {tokens}", file=out)
-    print(f"total: {sizes['total']} of {sizes['max_input_tokens']}", file=out)
-    if sizes["over_cap"]:
-        print(f"over the cap: truncated {sizes['truncated']} dropped {sizes['dropped']}", file=out)
-    out.flush()
-    return EXIT_OK
-
-
-class Tick:
+class Tick(RunRecord):
     def __init__(self, cfg, mode=None, clock=time.time):
-        self.cfg = cfg
-        self.clock = clock
+        super().__init__(cfg, None, cfg.supervisor.tick_timeout_s, clock)
         self.requested_mode = mode
-        self.redactor = Redactor(cfg.secrets())
-        self.started = clock()
-        budget = cfg.supervisor.tick_timeout_s
-        # Leave room to record the tick before the supervisor's timeout kills it.
-        self.deadline = self.started + budget - max(5.0, min(20.0, budget * 0.1))
-        self.telegram = TelegramClient(cfg.telegram, self.redactor, deadline=self.deadline)
-        self.n = None
         self.mode = "normal"
         self.mode_note = None
         self.inbox = inbox_mod.Inbox()
@@ -135,11 +44,6 @@ class Tick:
         self.reply = None
         self.writes = []
         self.actions = []
-        self.errors = []
-        self.payload = {"tick_n": None, "mode": None, "started_at": iso(), "system_prompt": "",
-                        "user_message": "", "sizes": {}, "inbox_present": False, "llm_attempts": [],
-                        "raw_content": None, "parsed_response": None, "files_written": [], "actions": [],
-                        "telegram_posts": self.telegram.records, "errors": self.errors}
         self.set_compact_flag = False
         self.recording = False
         self.moved_unposted = []
@@ -163,7 +67,8 @@ class Tick:
         except Exception as e:  # noqa: BLE001 — before the lock, still a row, a post and rc 1
             return self.fail_early(e, "preparing the layout")
         if not acquired:
-            print("tick: another tick holds state/.mako/tick.lock; not starting", file=sys.stderr)
+            print("tick: another tick (or an approval running its action) holds state/.mako/tick.lock; "
+                  "not starting", file=sys.stderr)
             return EXIT_BUSY
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
@@ -245,8 +150,9 @@ class Tick:
             self.telegram.send(f"🦫 #{self.n} ⚠️ {self.mode_note}", "log")
         self.payload["mode"] = self.mode
         self.payload["inbox_present"] = self.inbox.present
+        approvals_text, self.approvals_seen = decisions.context_block(cfg)
         system_prompt, message, sizes, self.notes_skipped = assemble(
-            cfg, self.mode, self.inbox.text if self.inbox.present else None)
+            cfg, self.mode, self.inbox.text if self.inbox.present else None, approvals_text=approvals_text)
         self.payload.update(system_prompt=system_prompt, user_message=message, sizes=sizes)
         # An INBOX longer than the context shows is archived only as far as it was shown.
         self.payload["inbox_held_back_bytes"] = self.inbox.keep_shown(message)
@@ -276,11 +182,13 @@ class Tick:
         self.run_actions()
         self.repair_layout()
         self.write_results()
-        self.write_own(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
+        self.write_wrapper_file(cfg.paths.state / "JOURNAL.md", report.journal_line(self.n, iso(), self.reply["work_done"]),
                        append_only=True)
-        self.write_own(cfg.paths.state / "next_notes.json",
+        self.write_wrapper_file(cfg.paths.state / "next_notes.json",
                        json.dumps(self.reply["request_notes"], ensure_ascii=False) + "\n")
         self.update_compaction()
+        if self.mode == "normal":  # shown to a tick that could act on them: not shown again
+            decisions.mark_seen(cfg, self.approvals_seen)
         self.payload["inbox_archived"] = inbox_mod.archive(cfg.paths, self.inbox)
 
     # -- steps ----------------------------------------------------------------------------------------
@@ -291,16 +199,16 @@ class Tick:
         state = cfg.paths.state
         for key, name in (("state_md", "STATE.md"), ("next_md", "NEXT.md")):
             if reply[key] is not None:
-                self.write_own(state / name, reply[key])
+                self.write_wrapper_file(state / name, reply[key])
                 self.writes.append({"type": "write", "path": f"state/{name}", "ok": True, "status": "ok",
                                     "bytes": len(reply[key].encode("utf-8", "backslashreplace"))})
         persona = reply["persona_update"]
         if persona and persona["mode"] != "skip":
             if persona["mode"] == "append":
                 text = persona["content"] if persona["content"].endswith("\n") else persona["content"] + "\n"
-                self.write_own(state / "PERSONA.md", text, append_only=True)
+                self.write_wrapper_file(state / "PERSONA.md", text, append_only=True)
             else:
-                self.write_own(state / "PERSONA.md", persona["content"])
+                self.write_wrapper_file(state / "PERSONA.md", persona["content"])
             self.writes.append({"type": persona["mode"], "path": "state/PERSONA.md", "ok": True,
                                 "status": "ok", "bytes": len(persona["content"].encode("utf-8", "backslashreplace"))})
         for i, entry in enumerate(reply["files"]):
@@ -309,13 +217,13 @@ class Tick:
             elif self.clock() > self.deadline - 5:
                 why = "no time left in this tick; not written"
             else:
-                self.writes.append(self.write_one(policy, entry["path"], entry["content"], entry["mode"]))
+                self.writes.append(self.write_model_file(policy, entry["path"], entry["content"], entry["mode"]))
                 continue
             self.writes.append({"type": entry["mode"], "path": str(entry["path"])[:300], "ok": False,
                                 "status": "skipped", "summary": f"{str(entry['path'])[:200]}: {why}"})
         self.payload["files_written"] = self.writes
 
-    def write_own(self, path, text, append_only=False, durable=True):
+    def write_wrapper_file(self, path, text, append_only=False, durable=True):
         """Write one of the wrapper's own state files, first moving aside a symlink or folder planted there."""
         aside = displace(path)
         if aside:
@@ -325,11 +233,10 @@ class Tick:
         else:
             atomic_write(path, text, mode=0o644, durable=durable)
 
-    def write_one(self, policy, path, content, mode):
+    def write_model_file(self, policy, path, content, mode):
         result = {"type": mode, "path": str(path)[:300], "mode": mode}
         try:
-            if len(content.encode("utf-8", "backslashreplace")) > MAX_WRITE_BYTES:
-                raise PathRefused(f"content over {MAX_WRITE_BYTES} bytes refused")
+            check_size(content)  # before a compaction archives the journal it would replace
             # policy.write checks the path itself; a compaction looks first, to archive the journal it replaces.
             if self.mode == "compact" and policy.check_write(path) == Path(
                     os.path.realpath(self.cfg.paths.state / "JOURNAL.md")):
@@ -395,7 +302,7 @@ class Tick:
         llm = self.llm
         text = report.last_results(self.n, self.mode, iso(), llm.slot if llm else None, llm.model if llm else None,
                                    self.writes, self.actions, getattr(self, "notes_skipped", ()), failure)
-        self.write_own(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), durable=False)
+        self.write_wrapper_file(self.cfg.paths.state / "LAST_RESULTS.md", self.redactor.text(text), durable=False)
 
     def update_compaction(self):
         cfg, flag = self.cfg, self.cfg.paths.state / "compact_pending.flag"
@@ -421,17 +328,7 @@ class Tick:
     def fail(self, error):
         """Record a failed tick: error log, partial results, FAIL post. Returns the outcome word."""
         cfg = self.cfg
-        if isinstance(error, ResponseError):
-            outcome = "parse_error"
-        elif isinstance(error, (DeadlineExceeded, TimeoutError)):
-            outcome = "timeout"
-        elif isinstance(error, AllProvidersFailed):
-            kinds = {a.get("kind") for a in getattr(error, "attempts", [])}
-            outcome = "timeout" if kinds == {"timeout"} else "provider_error"
-        elif isinstance(error, Terminated):
-            outcome = "terminated"
-        else:
-            outcome = "fail"
+        outcome = outcome_of(error)
         message = f"{type(error).__name__}: {error}"
         if isinstance(error, ResponseError) and not str(error).startswith("PARSE_ERROR"):
             message = f"PARSE_ERROR: {error}"
@@ -448,12 +345,10 @@ class Tick:
             self.payload["actions"] = self.actions
             message = f"{message} — {note}"
         self.repair_layout()
+        self.log_failure(cfg.paths.logs, f"tick {self.n} ({self.mode})", error)
         try:
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            write_error_log(cfg.paths.logs, self.n, f"tick {self.n} ({self.mode}) failed at {iso()}\n{trace}",
-                            self.redactor)
             if self.mode == "compact":
-                fails = _read_int(cfg.paths.private / "compact_failures") + 1
+                fails = read_int(cfg.paths.private / "compact_failures") + 1
                 atomic_write(cfg.paths.private / "compact_failures", f"{fails}\n")
                 if fails >= COMPACT_FAIL_LIMIT:
                     self.errors.append(f"compaction failed {fails} ticks in a row; next ticks run normally")
@@ -480,8 +375,6 @@ class Tick:
             self.telegram.send(summary, "log")
         # Alerts on a failing primary or failing ticks; posted before the payload so it records them.
         safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
-        self.payload.update(mode=self.mode, ended_at=iso(), wall_s=round(self.clock() - self.started, 3),
-                            outcome=outcome)
         row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
                                  self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -489,6 +382,5 @@ class Tick:
             append_metrics(cfg.paths.logs / "metrics.csv", row)
         except OSError as e:
             self.errors.append(f"metrics row not written: {e}")
-        if cfg.logging.full_payload:
-            write_payload(cfg.paths.logs / "ticks", self.n, self.payload, self.redactor)
+        self.save_payload(cfg.paths.logs / "ticks", outcome, mode=self.mode)
         log.info("tick %d %s in %.1fs", self.n, outcome, wall)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import multiprocessing
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -53,20 +54,20 @@ def test_queue_two_actions_get_distinct_ids_and_valid_lines(queue):
 
 
 def test_queue_sequence_survives_deleting_the_queue_file(queue):
-    assert queue.enqueue({"type": "http_post", "url": "https://e.com"}, 1) == "q1"
-    assert queue.enqueue({"type": "http_post", "url": "https://e.com"}, 1) == "q2"
+    assert queue.enqueue({"type": "http_post", "url": "https://e.com/1"}, 1) == "q1"
+    assert queue.enqueue({"type": "http_post", "url": "https://e.com/2"}, 1) == "q2"
     queue.queue_path.unlink()
-    assert queue.enqueue({"type": "http_post", "url": "https://e.com"}, 2) == "q3"
+    assert queue.enqueue({"type": "http_post", "url": "https://e.com/3"}, 2) == "q3"
     assert [e["id"] for e in read_queue(queue.queue_path)] == ["q3"]
 
 
 def test_queue_sequence_lost_falls_back_above_the_highest_queued_id(queue):
-    queue.enqueue({"type": "email_send"}, 1)
-    queue.enqueue({"type": "email_send"}, 1)
+    queue.enqueue({"type": "email_send", "to": "a"}, 1)
+    queue.enqueue({"type": "email_send", "to": "b"}, 1)
     queue.seq_path.write_text("garbage")
-    assert queue.enqueue({"type": "email_send"}, 2) == "q3"
+    assert queue.enqueue({"type": "email_send", "to": "c"}, 2) == "q3"
     queue.seq_path.unlink()
-    assert queue.enqueue({"type": "email_send"}, 2) == "q4"
+    assert queue.enqueue({"type": "email_send", "to": "d"}, 2) == "q4"
 
 
 def test_queue_bump_without_append_skips_the_number(queue):
@@ -111,7 +112,7 @@ def _enqueue_many(cfg_path, n, out):
     from mako.config import load_config
     cfg = load_config(cfg_path)
     q = ApprovalQueue(cfg, Redactor(cfg.secrets()), Recorder())
-    out.put([q.enqueue({"type": "email_send", "to": f"x{i}"}, i) for i in range(n)])
+    out.put([q.enqueue({"type": "email_send", "to": f"x{i}", "subject": str(os.getpid())}, i) for i in range(n)])
 
 
 def test_queue_concurrent_writers_never_share_an_id(queue, root):

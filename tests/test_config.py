@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mako.config import (DEFAULT_DENYLIST, PROVIDER_DEFAULTS, SECRET_ENV, SECTIONS, Provider, load_config,
-                         schema_keys)
+from mako.config import DEFAULT_DENYLIST, PROVIDER_DEFAULTS, SECRET_ENV, SECTIONS, Provider, load_config
+from mako.schema import schema_keys
 from mako.errors import ConfigError
 
 CODE = Path(__file__).resolve().parent.parent
@@ -258,14 +258,14 @@ def assert_one_line_78(proc, path, key):
     assert str(path) in lines[0] and key in lines[0]
 
 
-def test_config_load_or_exit_prints_one_line(tmp_path):
+def test_config_load_or_report_prints_one_line(tmp_path):
     bad = write(tmp_path, "tick:\n  max_actions: many\n", "bad.yaml")
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(f"""\
         import sys
         sys.path.insert(0, {str(CODE)!r})
-        from mako.cli import load_or_exit
-        sys.exit(0 if load_or_exit(sys.argv[1], "probe") else 78)
+        from mako.cli import load_or_report
+        sys.exit(0 if load_or_report(sys.argv[1], "probe") else 78)
         """), encoding="utf-8")
     assert_one_line_78(run_exit_check([str(probe), str(bad)], tmp_path), bad, "tick.max_actions")
 

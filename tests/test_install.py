@@ -21,7 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
-CODE_FILES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "requirements.txt",
+CODE_FILES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "requirements.txt",
               "config.example.yaml", "mako-zero.service", "install.sh")
 RUNTIME_DIRS = ("state", "state/.mako", "state/outbox/blog/drafts", "notes", "workdir", "archive", "pending",
                 "logs", "logs/ticks", "logs/scribe")

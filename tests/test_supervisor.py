@@ -428,7 +428,8 @@ def test_cleanup_deletes_only_old_payloads(tmp_path):
 def test_schedule_cleans_up_once_a_day(tmp_path):
     cfg = make_cfg(tmp_path, "logging:\n  keep_days: 14\n")
     (cfg.paths.logs / "ticks").mkdir(parents=True)
-    clock = FakeClock(time.time())
+    # Local noon today: the first 600 s never cross midnight, whenever the suite runs.
+    clock = FakeClock(time.mktime(time.localtime()[:3] + (12, 0, 0, 0, 0, -1)))
     lines = []
     sched = scheduler_for(cfg, clock, FakeRunner(clock), lines=lines)
     old = cfg.paths.logs / "ticks" / "00000001.json"
@@ -442,8 +443,6 @@ def test_schedule_cleans_up_once_a_day(tmp_path):
 
 
 # -- real processes ---------------------------------------------------------------------------------------
-
-
 
 
 def wait_for(predicate, timeout=10.0):

@@ -148,7 +148,8 @@ REFUSED_PATHS = [
     "/etc/passwd", "../outside.txt", "state/../../outside.txt", "config.yaml", "tick.py", "mako/worker.py",
     "prompts/system.md", "state/MISSION.md", "state/CAPABILITIES.md", "state/INBOX.md",
     "state/tick_counter.txt", "state/next_notes.json", "state/compact_pending.flag", "state/JOURNAL.md",
-    "pending/pending_actions.jsonl", "archive/inbox-20260101-000000.md", "state/.mako/tick.lock",
+    "pending/pending_actions.jsonl", "pending/decisions.jsonl", "archive/inbox-20260101-000000.md",
+    "state/.mako/tick.lock", "state/.mako/approvals.db",
     "seed/MISSION.md", "logs/metrics.csv", "README.md", "state/PAUSED", "state/PAUSED/reason.md",
 ]
 
@@ -163,7 +164,7 @@ def test_tick_refuses_protected_and_escaping_paths(root, path):
     assert root.tick() == 0
     after = target.read_bytes() if target.is_file() else None
     wrapper_managed = path in ("state/tick_counter.txt", "state/next_notes.json", "state/JOURNAL.md",
-                               "logs/metrics.csv", "state/.mako/tick.lock")
+                               "logs/metrics.csv", "state/.mako/tick.lock", "state/.mako/approvals.db")
     assert after == before or (wrapper_managed and b"PWNED" not in (after or b""))
     payload = root.payload(1)
     assert payload["files_written"][0]["ok"] is False and payload["files_written"][0]["status"] == "refused"
