@@ -1,7 +1,7 @@
 """What `status.py` shows (§21): the agent at a glance, from bounded reads only.
 
 Every figure comes from a small file or the tail of a large one (metrics.csv from its end back to the
-start of the last 24 hours, the approval queue's tail, the spend ledger's tail), so a year of history
+start of the last 24 hours, the approvals index, the spend ledger's tail), so a year of history
 costs what a day does. Nothing is written. Each line is computed on its own: a missing, torn or junk file
 makes that one line say "unknown (why)" and the rest still print. Text from files the model or the web
 can reach is shown through `text.visible`, so no escape sequence reaches the terminal.
