@@ -60,7 +60,7 @@ def main(argv=None):
         # A failed tick's reason is in its error-N.log, beside the metrics file it was counted in.
         sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s,
                                 reason=lambda n: failure_reason(path.parent, n),
-                                extra=approvals_lines(cfg, table) + analyse_lines(cfg, table)))
+                                extra=analyse_lines(cfg, table) + approvals_lines(cfg, table)))
         sys.stdout.flush()
     except BrokenPipeError:
         return stdout_closed()
