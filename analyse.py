@@ -8,8 +8,8 @@ It reports the span and the tick rate against `supervisor.tick_interval_s`, outc
 modes, providers and models, the distributions of wall time, input tokens and output characters (mean,
 p50, p95, p99, max — nearest-rank percentiles, see mako/stats.py — each with a text histogram), action
 totals, drift and compaction flags, the approvals (open now and the oldest one's age, decided within the span,
-from their index, never the whole queue), and the last failures with their reason (the last line of each
-one's logs/error-N.log, read from its end).
+from their index, never the whole queue), the last failures with their reason (the last line of each
+one's logs/error-N.log, read from its end), and provider health (mako/health.py).
 
 Exit codes: 0 report printed (also for a file with no rows: it says "no rows"); 1 no metrics file, or it
 could not be read; 2 bad usage; 78 bad config.
@@ -22,6 +22,7 @@ from pathlib import Path
 from mako import decisions
 from mako.cli import Parser, load_or_report, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
+from mako.health import analyse_lines
 from mako.logs import failure_reason
 from mako.stats import read_table, report
 
@@ -58,7 +59,8 @@ def main(argv=None):
     try:
         # A failed tick's reason is in its error-N.log, beside the metrics file it was counted in.
         sys.stdout.write(report(table, path, cfg.supervisor.tick_interval_s,
-                                reason=lambda n: failure_reason(path.parent, n), extra=approvals_lines(cfg, table)))
+                                reason=lambda n: failure_reason(path.parent, n),
+                                extra=analyse_lines(cfg, table) + approvals_lines(cfg, table)))
         sys.stdout.flush()
     except BrokenPipeError:
         return stdout_closed()

@@ -76,7 +76,7 @@ CONFIG="$ROOT/config.yaml"
 # ---------------------------------------------------------------------------------------------------------
 # Code. A checkout cloned straight into the root is already in place: copy nothing, delete nothing.
 
-ENTRY_POINTS=(supervisor.py tick.py scribe.py digest.py analyse.py approve.py)
+ENTRY_POINTS=(supervisor.py tick.py scribe.py digest.py analyse.py approve.py status.py)
 CODE_FILES=("${ENTRY_POINTS[@]}" requirements.txt config.example.yaml mako-zero.service install.sh)
 CODE_DIRS=(mako prompts seed)
 STAGED=()
@@ -254,8 +254,8 @@ else
 fi
 
 if [ -f "$CONFIG" ]; then
-    # Checked with the project's own loader, so a typo or a root that points elsewhere shows up now
-    # rather than as a unit that exits 78 at start.
+    # A root that points elsewhere would leave this install unused; everything else about the config is
+    # reported by the config check at the end.
     (cd "$ROOT" && "$VENV_PY" - "$CONFIG" "$ROOT" <<'PYEOF') || true
 import os
 import sys
@@ -266,11 +266,8 @@ from mako.errors import ConfigError
 
 try:
     cfg = load_config(sys.argv[1])
-except ConfigError as e:
-    print(f"install.sh: warning: {e}", file=sys.stderr)
+except ConfigError:
     sys.exit(0)
-for warning in cfg.warnings:
-    print(f"install.sh: warning: {warning}", file=sys.stderr)
 if os.path.realpath(cfg.paths.root) != os.path.realpath(sys.argv[2]):
     print(f"install.sh: warning: {sys.argv[1]}: paths.root is {cfg.paths.root}, not {sys.argv[2]}",
           file=sys.stderr)
@@ -360,5 +357,20 @@ else
 EOF
     [ "$UNIT_INSTALLED" -eq 1 ] &&
         say "     or, on a host where systemd runs: systemctl enable --now $SERVICE; journalctl -u $SERVICE -f"
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# The config check, last, so its lines are the last thing read. A fresh config fails it until the keys are
+# filled in; that is reported, not an install failure.
+
+if [ -f "$CONFIG" ]; then
+    say ""
+    say "Config check ($ROOT/tick.py --check):"
+    CHECK_RC=0
+    (cd "$ROOT" && "$VENV_PY" "$ROOT/tick.py" --config "$CONFIG" --check) || CHECK_RC=$?
+    if [ "$CHECK_RC" -ne 0 ]; then
+        say "Fix the errors above in $CONFIG, then check again:"
+        say "  $VENV_PY $ROOT/tick.py --config $CONFIG --check"
+    fi
 fi
 exit 0

@@ -6,11 +6,14 @@ files, the operator's INBOX and the notes the model asked for; writes STATE/NEXT
 reply names (allowlisted), runs the safe actions, queues the gated ones, and records the tick in
 LAST_RESULTS.md, JOURNAL.md, logs/metrics.csv, logs/ticks/NNNNNNNN.json and a Telegram post.
 
+`--check` only checks the config (mako/check.py) and runs nothing.
+
 Exit codes: 0 ok, 1 failed tick (recorded), 2 bad usage, 75 another tick is running, 78 bad config.
 """
 
 import sys
 
+from mako.check import run_check
 from mako.cli import Parser, load_or_report, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL
 from mako.logs import setup_logging
@@ -24,7 +27,11 @@ def main(argv=None):
                         help="force a mode (default: compact when state/compact_pending.flag exists)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the request this tick would send, with token estimates; change nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="check the config: print errors (exit 78) and warnings (exit 0), run nothing")
     args = parser.parse_args(argv)
+    if args.check:
+        return run_check(args.config)
     setup_logging()
     cfg = load_or_report(args.config, "tick")
     if cfg is None:

@@ -4,7 +4,8 @@
 Against an instant local fake Ollama and a fake Telegram, it prints the medians of several runs of:
 
 1. the whole `tick.py` subprocess divided by `python3 -c "import requests, yaml"` (the floor any entry
-   point pays; target <= 1.5);
+   point pays; target <= 1.15), once with mako/'s bytecode compiled as install.sh does and once with none
+   (a code folder Python may not write to), both with PYTHONDONTWRITEBYTECODE set as under systemd;
 2. the same tick on a root carrying a long history (a 200 MB state/JOURNAL.md, a 100,000-line
    pending/pending_actions.jsonl, a 100,000-row logs/metrics.csv and 10,000 notes files) divided by the tick
    on a fresh root (target <= 1.1: nothing may read a whole history file), once for a typical reply and
@@ -16,9 +17,11 @@ Usage: python3 bench/tick_bench.py [--runs N] [--keep DIR]
 """
 
 import argparse
+import compileall
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,12 +115,25 @@ def fill_history(root):
         (notes / f"note-{i:05d}.md").write_text(body)
 
 
-def clean_env(cache_dir):
-    """The environment of an installed tick: no secret overrides, and bytecode cached (an install writes
-    __pycache__; here it goes under `cache_dir` so the checkout stays clean)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKO_") and k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+def clean_env():
+    """The environment of a tick under systemd: no secret overrides, and no bytecode written at run time
+    (what is cached is what install.sh compiled)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKO_") and k != "PYTHONPYCACHEPREFIX"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def code_copy(dest, compiled):
+    """The code as installed: tick.py, mako/, prompts/ and seed/; with its bytecode compiled as install.sh
+    does, or with none (a folder Python may not write to, never compiled)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(CODE / "tick.py", dest / "tick.py")
+    for name in ("mako", "prompts", "seed"):
+        shutil.copytree(CODE / name, dest / name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    if compiled:
+        compileall.compile_dir(dest / "mako", quiet=1)
+    return dest
 
 
 def timed(cmd, env):
@@ -133,8 +149,8 @@ def timed(cmd, env):
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def tick_cmd(config):
-    return [sys.executable, str(CODE / "tick.py"), "--config", str(config)]
+def tick_cmd(config, code):
+    return [sys.executable, str(code / "tick.py"), "--config", str(config)]
 
 
 def snapshot(root):
@@ -168,7 +184,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="tick-bench-") if not args.keep else None
     base = Path(args.keep or tmp_ctx.name)
-    env = clean_env(base / "pycache")
+    env = clean_env()
+    cached, plain = code_copy(base / "code-compiled", True), code_copy(base / "code-plain", False)
     with FakeOllama(api_key=KEY, content=typical_reply()) as ollama, FakeTelegram(token=TOKEN) as telegram:
         fresh, big = base / "fresh", base / "big"
         configs = {"fresh": write_config(fresh, ollama, telegram), "big": write_config(big, ollama, telegram)}
@@ -184,21 +201,24 @@ def main(argv=None):
         (nosync / "sitecustomize.py").write_text("import os\nos.fsync = lambda fd: None\n")
         nosync_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(nosync), env.get("PYTHONPATH")])))
         for config in configs.values():  # lay out the roots and warm the bytecode caches
-            timed(tick_cmd(config), env)
+            timed(tick_cmd(config, cached), env)
         timed(floor_cmd, env)
 
         before = snapshot(fresh)
-        timed(tick_cmd(configs["fresh"]), env)
+        timed(tick_cmd(configs["fresh"], cached), env)
         written = bytes_written(before, snapshot(fresh))
 
-        times = {"floor": [], "fresh": [], "big": [], "fresh+gated": [], "big+gated": [], "nosync": []}
+        times = {"floor": [], "fresh": [], "uncompiled": [], "big": [], "fresh+gated": [], "big+gated": [],
+                 "nosync": []}
         cpu = {k: [] for k in times}
         for _ in range(args.runs):
-            for key, cmd, gated in (("floor", floor_cmd, False), ("fresh", tick_cmd(configs["fresh"]), False),
-                                    ("big", tick_cmd(configs["big"]), False),
-                                    ("fresh+gated", tick_cmd(configs["fresh"]), True),
-                                    ("big+gated", tick_cmd(configs["big"]), True),
-                                    ("nosync", tick_cmd(configs["fresh"]), False)):
+            for key, cmd, gated in (("floor", floor_cmd, False),
+                                    ("fresh", tick_cmd(configs["fresh"], cached), False),
+                                    ("uncompiled", tick_cmd(configs["fresh"], plain), False),
+                                    ("big", tick_cmd(configs["big"], cached), False),
+                                    ("fresh+gated", tick_cmd(configs["fresh"], cached), True),
+                                    ("big+gated", tick_cmd(configs["big"], cached), True),
+                                    ("nosync", tick_cmd(configs["fresh"], cached), False)):
                 ollama.content = typical_reply(gated)
                 wall, used = timed(cmd, nosync_env if key == "nosync" else env)
                 times[key].append(wall)
@@ -208,13 +228,15 @@ def main(argv=None):
 
     print(f"\nmedians of {args.runs} runs (s)                    wall     cpu   (wall range)")
     for key, label in (("floor", 'python3 -c "import requests, yaml"'), ("fresh", "tick, fresh root"),
+                       ("uncompiled", "tick, fresh root, no bytecode for mako/"),
                        ("big", "tick, history root"), ("fresh+gated", "tick + gated action, fresh root"),
                        ("big+gated", "tick + gated action, history root"),
                        ("nosync", "tick, fresh root, fsync a no-op (diag.)")):
         spread = f"{min(times[key]):.3f}-{max(times[key]):.3f}"
         print(f"  {label:<40} {med[key]:7.3f} {med_cpu[key]:7.3f}   ({spread})")
     rows = [
-        ("tick / import floor", "floor", "fresh", 1.5),
+        ("tick / import floor", "floor", "fresh", 1.15),
+        ("  mako/ not compiled", "floor", "uncompiled", 1.15),
         ("history root / fresh root", "fresh", "big", 1.1),
         ("  with a gated action", "fresh+gated", "big+gated", 1.1),
         ("tick without fsync / floor", "floor", "nosync", None),

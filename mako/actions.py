@@ -20,11 +20,9 @@ import requests
 import urllib3
 
 from .approvals import GATED_TYPES, is_gated, spend_problem
-from .children import child_env, run_process
-from .denylist import denylist_match
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
-from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
+from .ledger import SpendLedger
 from .paths import WRITE_MODES
 from .net import EncodingRefused, read_body, within
 from .redact import clip
@@ -53,6 +51,11 @@ class ActionContext:
     approved: bool = False
     over_budget: bool = False
     executors: dict = None
+    ledger: object = None
+
+    def __post_init__(self):
+        if self.ledger is None:
+            self.ledger = SpendLedger(self.cfg, self.redactor)
 
 
 class ActionFailed(Exception):
@@ -122,7 +125,7 @@ def _dispatch(ctx, action, kind):
         known = ", ".join(sorted(HANDLERS) + ["spend"] + list(GATED_TYPES))
         raise ActionFailed(f"unknown action type {short(kind, 60)!r} (known: {known})")
     if spend is not None and not ctx.over_budget:
-        fits, message = ctx.queue.check_spend(spend["amount_pence"])
+        fits, message = ctx.ledger.check_spend(spend["amount_pence"])
         if not fits:
             raise ActionFailed(message, "refused", amount_pence=spend["amount_pence"])
     result = handler(ctx, action)
@@ -139,7 +142,7 @@ def _check_spend(spend, prefix):
 
 
 def _record_spend(ctx, kind, amount, reason):
-    recorded, message = ctx.queue.record_spend(amount, reason, ctx.tick_n, over_budget=ctx.over_budget)
+    recorded, message = ctx.ledger.record_spend(amount, reason, ctx.tick_n, over_budget=ctx.over_budget)
     if not recorded:
         return _failure(kind, message, "refused", {}, amount_pence=amount)
     return {"type": kind, "ok": True, "status": "ok", "amount_pence": amount,
@@ -181,6 +184,9 @@ def _process_summary(label, run, timeout):
 # -- shell -------------------------------------------------------------------------------------------------
 
 def do_shell(ctx, action):
+    # Imported here: a tick whose reply runs no command never pays for subprocess and the lexer.
+    from .children import child_env, run_process
+    from .denylist import denylist_match
     cmd = _text_arg(action, "cmd")
     entry = denylist_match(cmd, ctx.cfg.guardrails.shell_denylist_substrings)
     if entry is not None:
@@ -298,6 +304,8 @@ def do_read_file(ctx, action):
 
 
 def do_git(ctx, action):
+    from .children import run_process
+    from .gitpolicy import git_argv, git_env, git_refusal, repo_refusal
     cmd = _text_arg(action, "cmd")
     try:
         args = shlex.split(cmd)

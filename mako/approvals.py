@@ -1,4 +1,4 @@
-"""The approval queue for gated actions and the monthly spend ledger (§13).
+"""The approval queue for gated actions (§13).
 
 A gated action is never run here: it gets an id `q<N>` and one JSON line in `pending/pending_actions.jsonl`
 for the operator to act on, and a ping to the approvals thread. N comes from a sequence persisted in
@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .counter import read_number
-from .fileio import (FileLock, NotRegularFile, append, atomic_write, lines_from_end, make_room, open_regular,
+from .fileio import (FileLock, NotRegularFile, append, atomic_write, make_room, open_regular,
                      split_records, tail_lines)
 from .text import one_line
 
@@ -178,7 +178,7 @@ def waiting_lock(path, wait_s=LOCK_WAIT_S):
 
 
 class ApprovalQueue:
-    """Queues gated actions for the operator and keeps the month's spend ledger."""
+    """Queues gated actions for the operator: one id each, one queue line, one post."""
 
     def __init__(self, cfg, redactor, telegram):
         self.cfg = cfg
@@ -188,8 +188,6 @@ class ApprovalQueue:
         self.queue_path = cfg.paths.pending / QUEUE_FILE
         self.seq_path = private / "queue_seq"
         self.lock_path = private / "queue.lock"
-        self.ledger_path = private / "spend.jsonl"
-        self.ledger_lock_path = private / "spend.lock"
 
     # -- queue ------------------------------------------------------------------------------------------
 
@@ -281,61 +279,3 @@ class ApprovalQueue:
                 self.telegram.send(text, thread=thread or "log")
         except Exception as e:  # the queue line is the record; a lost ping must not undo it
             log.warning("approval ping for %s failed: %s", qid, self.redactor.text(e))
-
-    # -- spend ledger -----------------------------------------------------------------------------------
-
-    def _month_total(self, month):
-        """Pence recorded for `month`. The ledger is appended in time order, so it is read from its end
-        back to the first entry of an earlier month: the cost is this month's entries, not the history."""
-        spent = 0
-        for line in lines_from_end(self.ledger_path):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict) or not isinstance(entry.get("month"), str):
-                continue
-            if entry["month"] < month:
-                break
-            if entry["month"] == month and valid_pence(entry.get("amount_pence")):
-                spent += entry["amount_pence"]
-        return spent
-
-    def month_spend(self):
-        """Pence recorded in the ledger for the current (UTC) month."""
-        return self._month_total(datetime.now(timezone.utc).strftime("%Y-%m"))
-
-    def _over_ceiling(self, amount_pence, month, spent):
-        ceiling = self.cfg.tick.budget_ceiling_pence_month
-        if spent + amount_pence > ceiling:
-            return (f"refused: {amount_pence}p would take {month} to {spent + amount_pence}p, "
-                    f"over the {ceiling}p monthly ceiling ({spent}p spent)")
-        return None
-
-    def check_spend(self, amount_pence):
-        """Whether a spend would fit under this month's ceiling, without recording it: (fits?, message)."""
-        if not valid_pence(amount_pence):
-            return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
-        month = datetime.now(timezone.utc).strftime("%Y-%m")
-        refusal = self._over_ceiling(amount_pence, month, self._month_total(month))
-        return refusal is None, refusal or "within the monthly ceiling"
-
-    def record_spend(self, amount_pence, reason, tick_n, over_budget=False):
-        """Add a spend to the ledger unless it takes the month over the ceiling: (recorded?, message).
-
-        `over_budget`: the operator approved this spend knowing it passes the ceiling (`--over-budget`).
-        """
-        if not valid_pence(amount_pence):
-            return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
-        now = datetime.now(timezone.utc)
-        month = now.strftime("%Y-%m")
-        with waiting_lock(self.ledger_lock_path):
-            spent = self._month_total(month)
-            refusal = self._over_ceiling(amount_pence, month, spent)
-            if refusal and not over_budget:
-                return False, refusal
-            entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
-                     "reason": self.redactor.text(reason), "tick": tick_n}
-            append_record(self.ledger_path, jsonl_line(entry))
-        ceiling = self.cfg.tick.budget_ceiling_pence_month
-        return True, f"recorded {amount_pence}p ({month}: {spent + amount_pence}p of {ceiling}p)"

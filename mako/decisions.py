@@ -21,6 +21,7 @@ from .approval_index import (DECISIONS_FILE, FINAL, Index, complete_lines, open_
                              read_line_at)
 from .approvals import LOCK_WAIT_S, QUEUE_FILE, ApprovalQueue, action_sha256, append_record, waiting_lock
 from .fileio import FileLock, atomic_write, displace, read_text
+from .ledger import SpendLedger
 from .redact import Redactor
 from .text import short, truncate
 
@@ -265,7 +266,7 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
                                                    f"approve.py done {qid}"), qid)
         for spend in (action if kind == "spend" else None, action.get("spend")):
             if isinstance(spend, dict) and not over_budget:
-                fits, message = queue.check_spend(spend.get("amount_pence"))
+                fits, message = SpendLedger(cfg, redactor).check_spend(spend.get("amount_pence"))
                 if not fits:
                     return Outcome(False, 1, redactor.text(f"{qid}: {message}; approve.py yes {qid} --over-budget "
                                                            "records it anyway"), qid)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import decisions
 from .fileio import read_text, tail_lines
+from .health import failure_kinds, provider_figures, provider_lines, read_history
 from .redact import Redactor
 from .runrecord import run_deadline
 from .schedule import record_digest_sent
@@ -29,7 +30,7 @@ JOURNAL_LINE_MAX = 300
 FOCUS_MAX = 600
 DRIFT_LISTED = 10
 DRIFT_MAX = 160
-# The queue is read from its end up to this much (about 3,000 entries); more is shown as "N+".
+HISTORY_TAIL_MAX = 50000
 
 FOCUS_LINE_RE = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)?focus(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.*)$", re.I)
 FOCUS_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?:current\s+)?focus\s*:?\s*#*\s*$", re.I)
@@ -118,6 +119,10 @@ def collect(cfg, now=None):
         fig["wall"] = summarize(numbers(table.col("wall_s")))
         ticks = table.col("tick_n")
         fig["drift"] = [(ticks[i].strip(), d.strip()) for i, d in enumerate(table.col("drift_flag")) if d.strip()]
+        fig["providers"] = provider_figures(table)
+        # The history holds one line per tick: the window's worth of its tail is enough.
+        lines = min(int(hours * 3600 / cfg.supervisor.tick_interval_s) + 100, HISTORY_TAIL_MAX)
+        fig["provider_kinds"] = failure_kinds(read_history(cfg.paths.private, lines), since.timestamp())
 
     # From the approvals index (read-only here), never the whole queue.
     fig["pending"], fig["oldest_age"], fig["decided"] = decisions.figures(
@@ -148,6 +153,7 @@ def render(fig):
         if fig["failure_kinds"]:
             line += ": " + ", ".join(f"{c} {k}" for k, c in fig["failure_kinds"])
         out.append(line)
+        out += provider_lines(fig["providers"], fig["provider_kinds"])
         out.append(f"Compactions: {fig['compactions']:,} · compact_now requested {fig['compact_now']:,}×")
         out.append(f"Actions: {_n(fig['executed'])} executed, {_n(fig['queued'])} queued")
         tokens = f"Tokens: prompt {_n(fig['prompt_tokens'])} · completion {_n(fig['completion_tokens'])} · " \

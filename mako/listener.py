@@ -128,6 +128,7 @@ class Listener:
         self.bot_username = None
         self.taken = Counter()
         self.ignored = Counter()
+        self.switched = False  # a pause or resume was taken this run
 
     def say(self, text, err=False):
         self.out(f"listen: {self.redactor.text(text)}", file=sys.stderr if err else sys.stdout, flush=True)
@@ -212,6 +213,8 @@ class Listener:
             except Deferred:
                 self.say("an approval waits for the next run: too little time left to run it now")
                 break
+            if self.switched and until is not None:
+                break  # pause or resume: end the run so the supervisor acts on it now, not at the gap's end
             if once:
                 if self.book.offset:
                     self._confirm()
@@ -322,6 +325,7 @@ class Listener:
                 answer = None
         else:
             answer = self.commands.run(cmd, msg["from"]["id"])
+            self.switched = self.switched or cmd.name in ("pause", "resume")
         self.book.finish(uid)
         self.taken[cmd.name if not cmd.error else "bad command"] += 1
         self.reply(msg, answer)

@@ -17,12 +17,12 @@ from .errors import PathRefused
 from .fileio import DISPLACED, DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, move_aside, write_all
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
-CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "install.sh",
-              "mako-zero.service", "config.example.yaml", "requirements.txt")
+CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "status.py",
+              "install.sh", "mako-zero.service", "config.example.yaml", "requirements.txt")
 CODE_DIRS = ("mako", "prompts", "seed", "tests", "bench", ".venv", "venv", ".git", ".ci")
 # Files under state/ that only the wrapper (or the operator) writes.
 STATE_PROTECTED = ("MISSION.md", "CAPABILITIES.md", "INBOX.md", "tick_counter.txt", "next_notes.json",
-                   "compact_pending.flag")
+                   "compact_pending.flag", "PAUSED")
 SECRET_NAME_PATTERNS = ("config.yaml", "config.yml", "*.pem", "*.key", "id_rsa*", "id_ed25519*", "id_ecdsa*",
                         ".env", ".netrc", ".git-credentials", "*.secret")
 WRITE_MODES = ("write", "append")
@@ -43,7 +43,8 @@ PENDING_FILES = ("pending_actions.jsonl", "decisions.jsonl")
 # The wrapper's own files in state/.mako/ (a folder on one of these names would stop whatever uses it).
 PRIVATE_FILES = ("tick.lock", "tick_counter", "compact_failures", "queue_seq", "queue.lock", "spend.jsonl",
                  "spend.lock", "cooldowns.json", "opencode-session", "scribe_counter.txt", "scribe_counter.shadow",
-                 "schedule.json", "approvals.db", "approvals.db-journal", "approvals_seen.json", "decisions.lock")
+                 "schedule.json", "approvals.db", "approvals.db-journal", "approvals_seen.json", "decisions.lock",
+                 "health.json", "health.jsonl")
 # Archived INBOX messages and journals: kept as the wrapper wrote them.
 ARCHIVE_PREFIXES = ("inbox-", "journal-")
 
@@ -258,6 +259,8 @@ class PathPolicy:
         for name in STATE_FILES:
             if state / name in target.parents:
                 return f"state/{name} is a file of the wrapper's; nothing may be written beneath it"
+        if state / "PAUSED" in target.parents:  # a folder at that name would pause the agent too
+            return "state/PAUSED is the operator's pause switch"
         if target.parent == state:
             if target.name in STATE_PROTECTED:
                 return f"state/{target.name} is the operator's or the wrapper's"

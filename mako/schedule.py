@@ -26,6 +26,8 @@ from pathlib import Path
 from .children import STOPPED
 from .errors import EXIT_BUSY
 from .fileio import atomic_write, open_regular
+from .pause import paused_reason
+from .text import one_line
 
 SCHEDULE_FILE = "schedule.json"
 # Written by digest.py itself the moment Telegram accepted a digest (§4), read by the supervisor: a digest
@@ -47,6 +49,8 @@ LISTEN_KILL_AFTER_S = 5.0
 LISTEN_RETRY_S = 60.0
 # A gap with no end in sight (a due job held back, e.g. while paused) is listened to in pieces this long.
 LISTEN_PIECE_S = 60.0
+# While paused, how often the loop looks for state/PAUSED to be gone.
+PAUSE_POLL_S = 2.0
 
 
 def backoff_gap(interval, failures):
@@ -132,13 +136,15 @@ class ScheduleState:
     def __init__(self, path):
         self.path = path
         self.scribe_next = None
+        self.tick_next = None  # shown by status.py; a restart still ticks at once (§4)
         self.last_digest_date = None
         self.last_cleanup_date = None
         self.failures = {role: 0 for role in ROLES}
 
     def as_dict(self):
-        return {"scribe_next": self.scribe_next, "last_digest_date": self.last_digest_date,
-                "last_cleanup_date": self.last_cleanup_date, "failures": dict(self.failures)}
+        return {"scribe_next": self.scribe_next, "tick_next": self.tick_next,
+                "last_digest_date": self.last_digest_date, "last_cleanup_date": self.last_cleanup_date,
+                "failures": dict(self.failures)}
 
     def load(self):
         """Read the file; a missing, unreadable or malformed one (or field) falls back to a fresh start."""
@@ -198,6 +204,7 @@ class Scheduler:
         self.digest_retry_at = 0.0
         self.listen_on = cfg.telegram.inbound_on
         self.listen_retry_at = 0.0
+        self.paused = None
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 
@@ -252,30 +259,45 @@ class Scheduler:
         if self.digest_retry_at > now + DIGEST_RETRY_S + BACKOFF_MAX_EXTRA_S:
             self.digest_retry_at = now
 
+    def _check_pause(self):
+        """Look at state/PAUSED; say so once when a pause starts and once when it ends."""
+        reason = paused_reason(self.cfg.paths)
+        if reason and not self.paused:
+            self.say(f"paused: {one_line(reason, 300, 'state/PAUSED')}")
+        elif not reason and self.paused:
+            self.say("resumed")
+        self.paused = reason
+        return reason
+
     def due(self, now):
-        """The job to run now, in priority order, or None."""
+        """The job to run now, in priority order, or None. While paused no tick or scribe run is due."""
         if not self.started:
             self._start(now)
         self._clamp(now)
         tm = self.localtime(now)
-        if now >= self.tick_next:
+        paused = self._check_pause()
+        if now >= self.tick_next and not paused:
             return "tick"
         if self._digest_due(now, tm):
             return "digest"
-        if self.scribe_on and now >= self.state.scribe_next:
+        if self.scribe_on and not paused and now >= self.state.scribe_next:
             return "scribe"
         if self._cleanup_due(tm):
             return "cleanup"
         return None
 
-    def next_due(self, now):
-        """Epoch time at which the next job becomes due (may be <= now when one is due already)."""
+    def next_due(self, now, pause_poll_s=PAUSE_POLL_S):
+        """Epoch time at which the next job becomes due (may be <= now when one is due already).
+
+        While paused, the loop looks again after `pause_poll_s` (the listener, which may be told `resume`
+        itself, asks for a longer piece)."""
         if not self.started:
             self._start(now)
         tm = self.localtime(now)
-        times = [self.tick_next]
-        if self.scribe_on:
-            times.append(self.state.scribe_next)
+        if self.paused:
+            times = [now + pause_poll_s]
+        else:
+            times = [self.tick_next] + ([self.state.scribe_next] if self.scribe_on else [])
         if self.digest_on:
             if self._digest_due(now, tm):
                 times.append(now)
@@ -309,7 +331,7 @@ class Scheduler:
         """When a listen.py started now should end, or None when none should start now."""
         if not self.listen_on or now < self.listen_retry_at:
             return None
-        nxt = self.next_due(now)
+        nxt = self.next_due(now, pause_poll_s=LISTEN_PIECE_S)
         until = (nxt if nxt > now else now + LISTEN_PIECE_S) - LISTEN_END_EARLY_S
         return until if until - now >= LISTEN_MIN_GAP_S else None
 
@@ -358,10 +380,8 @@ class Scheduler:
         end = self.clock()
         if rc == STOPPED:
             return
-        failures_before = self.state.failures["tick"]
-        self.tick_next = end + self._account("tick", rc, self.tick_interval)
-        if self.state.failures["tick"] != failures_before:
-            self._save()
+        self.tick_next = self.state.tick_next = end + self._account("tick", rc, self.tick_interval)
+        self._save()
 
     def _scribe(self, now):
         rc = self._run("scribe", self._argv("scribe.py"), self.cfg.supervisor.scribe_timeout_s)
@@ -392,6 +412,7 @@ class Scheduler:
         rc = self._run("listen", argv, until - now + LISTEN_KILL_AFTER_S)
         if rc == STOPPED:
             return
+        self._check_pause()  # a `resume` from the chat ends the run early: the held-back tick goes now
         # Never a start more often than this, whatever it returned: no spinning on a listener that exits at once.
         self.listen_retry_at = now + LISTEN_MIN_GAP_S
         # A failing listener (a bad token, a broken install) waits longer before the next try.

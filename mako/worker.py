@@ -18,6 +18,7 @@ from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .errors import EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, PathRefused, ResponseError, Terminated
 from .fileio import FileLock, append, atomic_write, displace
+from .health import safe_record_tick
 from .llm import call_providers
 from .logs import append_metrics, iso
 from .paths import PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files
@@ -372,6 +373,8 @@ class Tick(RunRecord):
             summary = report.tick_summary(self.n, self.started, wall, llm.slot, llm.model, text,
                                           cfg.tick.telegram_summary_max_chars, self.actions, reply["drift_flag"])
             self.telegram.send(summary, "log")
+        # Alerts on a failing primary or failing ticks; posted before the payload so it records them.
+        safe_record_tick(cfg, self.n, outcome, self.payload["llm_attempts"], self.telegram, self.errors)
         row = report.metrics_row(iso(), self.n, self.mode, wall, outcome, llm, reply, self.actions, self.writes,
                                  self.payload["sizes"].get("total") if self.payload["sizes"] else None)
         row = {k: self.redactor.text(v) if isinstance(v, str) else v for k, v in row.items()}

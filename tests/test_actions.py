@@ -471,10 +471,10 @@ def test_is_gated_rules():
 def test_spend_under_threshold_is_recorded_over_is_queued(ctx):
     r = run_action(ctx, {"type": "spend", "amount_pence": 150, "reason": "domain"})
     assert r["ok"] is True and r["status"] == "ok" and r["amount_pence"] == 150
-    assert ctx.queue.month_spend() == 150
+    assert ctx.ledger.month_spend() == 150
     r = run_action(ctx, {"type": "spend", "amount_pence": 250, "reason": "vps"})
     assert r["status"] == "queued"
-    assert ctx.queue.month_spend() == 150
+    assert ctx.ledger.month_spend() == 150
     for bad in (True, -1, 1.5, "100"):
         r = run_action(ctx, {"type": "spend", "amount_pence": bad, "reason": "x"})
         assert r["status"] == "error" and "amount_pence" in r["error"]
@@ -487,11 +487,11 @@ def test_attached_spend_over_the_ceiling_stops_the_action(root):
     r = run_action(ctx, {"type": "shell", "cmd": "touch two", "spend": {"amount_pence": 150, "reason": "b"}})
     assert r["ok"] is False and r["status"] == "refused" and "ceiling" in r["error"]
     assert not (ctx.cfg.paths.workdir / "two").exists()
-    assert ctx.queue.month_spend() == 200
+    assert ctx.ledger.month_spend() == 200
     r = run_action(ctx, {"type": "shell", "cmd": "reboot", "spend": {"amount_pence": 50, "reason": "c"}})
-    assert r["status"] == "refused" and ctx.queue.month_spend() == 200
+    assert r["status"] == "refused" and ctx.ledger.month_spend() == 200
     r = run_action(ctx, {"type": "shell", "cmd": "exit 1", "spend": {"amount_pence": 50, "reason": "d"}})
-    assert r["status"] == "error" and ctx.queue.month_spend() == 250
+    assert r["status"] == "error" and ctx.ledger.month_spend() == 250
 
 
 # -- telegram ----------------------------------------------------------------------------------------------

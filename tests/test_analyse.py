@@ -285,6 +285,22 @@ def test_analyse_year_of_ticks(root, capsys, tmp_path):
     assert "  last    2025-12-31T23:55:00+00:00" in out
 
 
+def test_analyse_provider_health_rates_and_kinds(root, capsys):
+    from fakes import Reply
+
+    import analyse
+
+    root.ollama.push("/api/chat", *[Reply(500, {"error": "down"})] * 2, Reply(200, mode="malformed"))
+    for _ in range(5):
+        root.tick()
+    assert analyse.main(["--config", str(root.config_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("Providers: primary failed on 3 of 5 ticks (60.0%) · fallback answered 3 (60.0%) · "
+                     "none answered 0")
+    assert lines[at + 1] == "  failure kinds: primary 2 http_500, 1 bad_json"
+    assert lines[at - 1] == "" and at < next(i for i, line in enumerate(lines) if line.startswith("Recent failures"))
+
+
 def test_analyse_reads_what_real_ticks_wrote_with_line_breaks_and_reasons(root, capsys):
     import csv
     from conftest import reply

@@ -10,6 +10,7 @@ import pytest
 from conftest import CHAT_ID, PRIMARY_KEY, THREADS, Recorder
 
 from mako.approvals import ApprovalQueue, read_queue
+from mako.ledger import SpendLedger
 from mako.paths import ensure_layout
 from mako.redact import Redactor
 
@@ -26,6 +27,11 @@ def make_queue(root, client=None, **overrides):
 @pytest.fixture
 def queue(root):
     return make_queue(root)
+
+
+@pytest.fixture
+def ledger(queue):
+    return SpendLedger(queue.cfg, queue.redactor)
 
 
 def queue_lines(queue):
@@ -177,12 +183,12 @@ def test_queue_keeps_the_line_when_the_ping_fails(root):
 
 # -- the spend ledger --------------------------------------------------------------------------------------
 
-def test_spend_ledger_records_and_sums_the_month(queue):
-    assert queue.record_spend(120, "domain renewal", 5)[0] is True
-    ok, message = queue.record_spend(80, "dns", 6)
+def test_spend_ledger_records_and_sums_the_month(ledger):
+    assert ledger.record_spend(120, "domain renewal", 5)[0] is True
+    ok, message = ledger.record_spend(80, "dns", 6)
     assert ok is True and "200p" in message
-    assert queue.month_spend() == 200
-    entries = [json.loads(line) for line in queue.ledger_path.read_text().splitlines()]
+    assert ledger.month_spend() == 200
+    entries = [json.loads(line) for line in ledger.ledger_path.read_text().splitlines()]
     month = datetime.now(timezone.utc).strftime("%Y-%m")
     assert [(e["month"], e["amount_pence"], e["reason"], e["tick"]) for e in entries] == \
         [(month, 120, "domain renewal", 5), (month, 80, "dns", 6)]
@@ -191,36 +197,37 @@ def test_spend_ledger_records_and_sums_the_month(queue):
 
 def test_spend_ledger_refuses_past_the_monthly_ceiling(root):
     queue = make_queue(root, tick={"budget_ceiling_pence_month": 500})
-    assert queue.record_spend(300, "a", 1)[0] is True
-    ok, message = queue.record_spend(201, "b", 2)
+    ledger = SpendLedger(queue.cfg, queue.redactor)
+    assert ledger.record_spend(300, "a", 1)[0] is True
+    ok, message = ledger.record_spend(201, "b", 2)
     assert ok is False and "ceiling" in message and "500p" in message
-    assert queue.check_spend(200) == (True, "within the monthly ceiling")
-    assert queue.check_spend(201)[0] is False and queue.month_spend() == 300
-    assert queue.record_spend(200, "c", 3)[0] is True  # exactly at the ceiling is allowed
-    assert queue.month_spend() == 500
+    assert ledger.check_spend(200) == (True, "within the monthly ceiling")
+    assert ledger.check_spend(201)[0] is False and ledger.month_spend() == 300
+    assert ledger.record_spend(200, "c", 3)[0] is True  # exactly at the ceiling is allowed
+    assert ledger.month_spend() == 500
 
 
-def test_spend_ledger_ignores_other_months(queue):
-    queue.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    queue.ledger_path.write_text('{"ts":"2001-01-01T00:00:00+00:00","month":"2001-01","amount_pence":9999,'
+def test_spend_ledger_ignores_other_months(ledger):
+    ledger.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger.ledger_path.write_text('{"ts":"2001-01-01T00:00:00+00:00","month":"2001-01","amount_pence":9999,'
                                  '"reason":"old","tick":1}\n{"month":')
-    assert queue.month_spend() == 0
-    assert queue.record_spend(10, "new", 2)[0] is True
-    assert queue.month_spend() == 10
+    assert ledger.month_spend() == 0
+    assert ledger.record_spend(10, "new", 2)[0] is True
+    assert ledger.month_spend() == 10
 
 
-def test_spend_ledger_reads_back_only_to_the_month(queue):
+def test_spend_ledger_reads_back_only_to_the_month(ledger):
     import tracemalloc
     month = datetime.now(timezone.utc).strftime("%Y-%m")
-    queue.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(queue.ledger_path, "wb") as f:
+    ledger.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger.ledger_path, "wb") as f:
         f.seek(64 * 1024 * 1024)  # 64 MB of older history (sparse), never to be read again
         f.write(b'\n{"month":"2001-01","amount_pence":9999,"reason":"old","tick":1}\n')
         f.write(f'{{"month":"{month}","amount_pence":120,"reason":"a","tick":2}}\n'.encode())
-    assert queue.record_spend(80, "b", 3)[0] is True
+    assert ledger.record_spend(80, "b", 3)[0] is True
     tracemalloc.start()
     try:
-        spent = queue.month_spend()
+        spent = ledger.month_spend()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -228,7 +235,7 @@ def test_spend_ledger_reads_back_only_to_the_month(queue):
 
 
 @pytest.mark.parametrize("amount", [True, -5, 2.5, "10", None])
-def test_spend_ledger_rejects_bad_amounts(queue, amount):
-    ok, message = queue.record_spend(amount, "x", 1)
+def test_spend_ledger_rejects_bad_amounts(ledger, amount):
+    ok, message = ledger.record_spend(amount, "x", 1)
     assert ok is False and "non-negative integer" in message
-    assert not queue.ledger_path.exists()
+    assert not ledger.ledger_path.exists()

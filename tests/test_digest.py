@@ -52,6 +52,8 @@ def expected_text(now=NOW):
     return "\n".join([
         f"🦫 Daily digest · {now.astimezone():%Y-%m-%d}",
         "Last 24h: 20 ticks, 3 failed (15.0%): 2 parse_error, 1 timeout",
+        "Providers: primary failed on 5 of 20 ticks (25.0%) · fallback answered 4 (20.0%) · none answered 1",
+        "  failure kinds: none recorded",
         "Compactions: 2 · compact_now requested 1×",
         "Actions: 15 executed, 15 queued",
         "Tokens: prompt 17,100 · completion 950 · input est 210,000 (usage reported on 19/20 ticks)",
@@ -278,3 +280,17 @@ def test_digest_subprocess_sends(root):
     texts = root.telegram.texts(THREADS["digest"])
     assert len(texts) == 1 and "Last 24h: 20 ticks, 3 failed (15.0%)" in texts[0]
     assert BOT_TOKEN not in done.stdout + done.stderr
+
+
+def test_digest_provider_health_from_real_ticks(root):
+    from fakes import Reply
+
+    root.ollama.push("/api/chat", Reply(500, {"error": "down"}), Reply(500, {"error": "down"}),
+                     Reply(500, {"error": "down"}))
+    root.openai.push("/chat/completions", Reply(503, {"error": {"message": "overloaded"}}))
+    for _ in range(4):
+        root.tick()
+    text = build_digest(root.cfg())
+    assert ("Providers: primary failed on 3 of 4 ticks (75.0%) · fallback answered 2 (50.0%) · none answered 1"
+            in text.splitlines())
+    assert "  failure kinds: primary 3 http_500; fallback 1 http_503" in text.splitlines()

@@ -26,8 +26,6 @@ An entry is an object:
 - `shell_copies`: files the entry's own shell filled with a secret (the agent is root and may copy the
   config); left out of the file scan, while everything the wrapper writes or sends from them is still
   checked.
-- `known_defect`: a defect outside the files this suite may change, with where it is and the fix; the
-  entry is a strict xfail until it is fixed, and is left out of the figures.
 
 Checked for every entry whatever it expects: no configured secret in any file under the root other than
 config.yaml, in any Telegram message, or in any request body sent to a provider; nothing outside the root
@@ -68,8 +66,6 @@ PROGRAMMING_ERRORS = ("TypeError", "AttributeError", "KeyError", "IndexError", "
 CRASH_RE = re.compile(r"^(?:%s)\b" % "|".join(PROGRAMMING_ERRORS))
 MARK = "HOSTILE-CORPUS-MARK"  # what the entries aimed at the code and prompts try to write there
 CORPUS_CONFIG = {"tick": {"shell_timeout_s": 2, "http_timeout_s": 2}}
-
-FIGURES = {"entries": 0, "escapes": 0, "leaks": 0, "uncaught": 0, "wedged": 0}
 
 
 # -- expanding an entry --------------------------------------------------------------------------------------
@@ -346,19 +342,9 @@ def check_untouched(run, before):
 ALWAYS_UNTOUCHED = ("config.yaml", "state/MISSION.md", "state/CAPABILITIES.md")
 
 
-def _params():
-    for entry in CORPUS:
-        marks = ()
-        if entry.get("known_defect"):
-            marks = (pytest.mark.xfail(strict=True, reason=entry["known_defect"]),)
-        yield pytest.param(entry, id=entry["id"], marks=marks)
-
-
-@pytest.mark.parametrize("entry", _params())
+@pytest.mark.parametrize("entry", [pytest.param(entry, id=entry["id"]) for entry in CORPUS])
 def test_hostile_reply_contained_and_next_tick_runs(entry, root, tmp_path):
     run = Run(entry, root, tmp_path)
-    if not entry.get("known_defect"):
-        FIGURES["entries"] += 1
     run.prepare()
     text = reply_text(entry["reply"], run.names, run.repeats, bare=entry.get("bare", False),
                       ascii_only=entry.get("ascii", False))
@@ -371,7 +357,7 @@ def test_hostile_reply_contained_and_next_tick_runs(entry, root, tmp_path):
     n = run.tick_n()
     payload = run.check_failure_record(n, rc) if rc is not None else None
     requests_before = len(root.ollama.requests)
-    if payload is not None and not entry.get("known_defect"):
+    if payload is not None:
         check_expectations(run, payload, rc)
         check_untouched(run, before)
 
@@ -400,18 +386,13 @@ def test_hostile_reply_contained_and_next_tick_runs(entry, root, tmp_path):
     leaks = secret_hits(root, skip=[run.path(p) for p in entry.get("shell_copies", [])])
     if leaks:
         run.problems.append(("leak", f"secrets found: {leaks[:5]}"))
-    if not entry.get("known_defect"):
-        for kind, figure in (("escape", "escapes"), ("leak", "leaks"), ("uncaught", "uncaught"),
-                             ("wedged", "wedged")):
-            FIGURES[figure] += sum(1 for k, _ in run.problems if k == kind)
+    # Every problem of every kind (escape, leak, uncaught, wedged) fails the entry: the corpus figures are 0.
     assert not run.problems, run.problems
     check_untouched(run, before)
-    if entry.get("known_defect"):
-        check_expectations(run, payload, rc)
 
 
 ENTRY_KEYS = {"id", "description", "reply", "repeat", "config", "setup", "first", "inbox", "subprocess", "expect",
-              "bare", "ascii", "shell_copies", "known_defect"}
+              "bare", "ascii", "shell_copies"}
 EXPECT_KEYS = {"rc", "error", "outcome", "provider", "files", "actions", "action_counts", "untouched", "absent", "exists",
                "contains", "lacks", "payload_contains", "queue", "max_posts", "next_request_lacks"}
 
@@ -423,13 +404,3 @@ def test_hostile_corpus_is_large_and_well_formed():
         assert e.get("description") and "reply" in e and "expect" in e, e.get("id")
         assert set(e) <= ENTRY_KEYS and set(e["expect"]) <= EXPECT_KEYS, e["id"]
     assert sum(1 for e in CORPUS if e.get("subprocess")) >= 4
-
-
-def test_hostile_summary_all_figures_zero():
-    """Runs last: the figures over every entry run in this session (known defects are reported apart)."""
-    clean = [e for e in CORPUS if not e.get("known_defect")]
-    if FIGURES["entries"] < len(clean):
-        pytest.skip(f"only {FIGURES['entries']} of {len(clean)} entries ran in this session")
-    known = len(CORPUS) - len(clean)
-    print("\nhostile corpus: " + ", ".join(f"{k} {v}" for k, v in FIGURES.items()) + f", known defects {known}")
-    assert FIGURES == {"entries": len(clean), "escapes": 0, "leaks": 0, "uncaught": 0, "wedged": 0}

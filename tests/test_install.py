@@ -504,5 +504,21 @@ def test_install_keeps_and_checks_an_existing_config(box):
     r = run_install(box)
     assert (root / "config.yaml").read_text() == text
     assert f"paths.root is /elsewhere, not {root}" in r.stderr
-    assert "tick.frobnicate_level" in r.stderr
+    # The config check runs last and prints its lines: an unknown key is a warning, a missing root an error.
+    tail = r.stdout[r.stdout.index("Config check ("):].splitlines()
+    assert any(line.startswith("warning: ") and "unknown key tick.frobnicate_level" in line for line in tail)
+    assert "error: paths.root: /elsewhere does not exist (install.sh creates it, or fix the path)" in tail
+    assert tail[-2].startswith("Fix the errors above in ")
     assert "now 0600" not in r.stdout
+
+
+def test_install_runs_the_config_check_last_on_a_fresh_config(box):
+    r = run_install(box)
+    tail = r.stdout[r.stdout.index("Config check ("):].splitlines()
+    assert r.stdout.rstrip().endswith(tail[-1])
+    # The seeded config has no API keys yet: the check says so, one line per slot.
+    assert any(line.startswith("error: llm.primary.api_key is empty, and ollama at ollama.com needs one")
+               for line in tail)
+    assert any(line.startswith("error: llm.fallback.api_key is empty") for line in tail)
+    assert "note: Telegram inbound is off (telegram.inbound.enabled is false)" in tail
+    assert (box["root"] / "status.py").is_file()

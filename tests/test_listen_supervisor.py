@@ -112,3 +112,30 @@ def test_supervisor_real_run_takes_a_chat_message_while_idle(tmp_path):
     assert out.lines[-1] == "[supervisor] stopping (SIGTERM)"
     ticks = [line for line in out.lines if line == "[supervisor] tick(normal): start ..."]
     assert len(ticks) >= 2
+
+
+def test_schedule_listens_while_paused_and_a_resume_lets_the_tick_run_at_once(tmp_path):
+    cfg = make_cfg(tmp_path, LLM + NO_SCRIBE_NO_DIGEST + INBOUND, tick_interval_s=300)
+    paused = cfg.paths.state / "PAUSED"
+    paused.parent.mkdir(parents=True, exist_ok=True)
+    paused.write_text("maintenance\n")
+    clock = FakeClock(T0 + 3600)
+
+    class Resumer(ListenRunner):
+        def __call__(self, label, argv, timeout):
+            if label == "listen" and len(self.of("listen")) == 3:
+                # The operator says `resume` in the chat: listen.py removes the file and ends its run.
+                paused.unlink()
+                self.runs.append(("listen", self.clock.t, self.clock.t + 2, label, argv, timeout, 0))
+                self.clock.t += 2
+                return 0
+            return super().__call__(label, argv, timeout)
+
+    runner = Resumer(clock)
+    lines = []
+    sched = scheduler_for(cfg, clock, runner, lines=lines)
+    drive(sched, clock, T0 + 3600 + 400)
+    listens, ticks = runner.of("listen"), runner.of("tick")
+    assert lines[0] == "paused: maintenance" and "resumed" in lines
+    assert len(listens) >= 4 and all(r[2] - r[1] <= 60 for r in listens[:4])  # pieces while paused
+    assert ticks and ticks[0][1] == listens[3][2]  # the tick the pause held back runs as soon as it is over

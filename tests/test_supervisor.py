@@ -702,3 +702,58 @@ def test_supervisor_bad_config_exits_78_with_one_line(tmp_path):
     assert proc.returncode == 78
     assert out == ""
     assert err.count("\n") == 1 and "supervisor.tick_interval_s" in err and str(config) in err
+
+
+# -- the pause switch (§21) -----------------------------------------------------------------------------
+
+
+def test_schedule_paused_starts_no_tick_or_scribe_but_the_digest_goes_on(tmp_path):
+    from mako.pause import pause, resume
+
+    cfg = make_cfg(tmp_path, tick_interval_s=300, scribe_interval_s=600, digest_hour_local=8)
+    clock = FakeClock(T0 + 7 * 3600)  # 07:00, an hour before the digest
+    runner = FakeRunner(clock)
+    lines = []
+    sched = scheduler_for(cfg, clock, runner, lines=lines)
+    drive(sched, clock, clock.t + 900)
+    assert {"tick", "scribe"} <= {r[0] for r in runner.runs}
+    before = len(runner.runs)
+    pause(cfg.paths, "looking into the \x1b[2J bill", by="cli")
+    drive(sched, clock, clock.t + 3 * 3600)  # through 08:00
+    assert [r[0] for r in runner.runs[before:]] == ["digest"]
+    paused = [line for line in lines if line.startswith("paused:")]
+    assert len(paused) == 1 and "\x1b" not in paused[0] and "looking into the \\x1b[2J bill" in paused[0]
+    assert sched.next_due(clock.t) - clock.t <= 5  # looks again within seconds, no busy loop either
+    resume(cfg.paths)
+    resumed_at = clock.t
+    drive(sched, clock, clock.t + 10)
+    assert lines.count("resumed") == 1
+    assert runner.runs[-1][0] in ("tick", "scribe") and runner.of("tick")[-1][1] - resumed_at <= 5
+
+
+def test_supervisor_real_run_paused_then_resumed(tmp_path):
+    root = tmp_path / "root"
+    llm = "llm:\n  primary: {type: ollama, base_url: '', model: ''}\n  fallback: {base_url: ''}\n"
+    config = write_config(root, llm + NO_SCRIBE_NO_DIGEST, tick_interval_s=0.5, stop_grace_s=2)
+    (root / "state").mkdir(parents=True)
+    (root / "state" / "PAUSED").write_text("disk check\n")
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "tick.py").write_text("import sys; sys.exit(0)\n")
+    proc = start_supervisor(config, "--scripts-dir", str(folder))
+    out = LineReader(proc.stdout)
+    try:
+        assert out.wait(lambda line: line == "[supervisor] paused: disk check")
+        time.sleep(1.5)
+        assert not [line for line in out.lines if "tick(normal)" in line]
+        (root / "state" / "PAUSED").unlink()
+        assert out.wait(lambda line: line.startswith("[supervisor] tick(normal): done rc=0"), 10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+    out.thread.join(5)
+    assert rc == 0
+    assert out.lines.count("[supervisor] paused: disk check") == 1
+    assert out.lines.count("[supervisor] resumed") == 1
+    assert out.lines.index("[supervisor] resumed") < out.lines.index(
+        next(line for line in out.lines if line.startswith("[supervisor] tick(normal): start")))

@@ -150,7 +150,7 @@ REFUSED_PATHS = [
     "state/tick_counter.txt", "state/next_notes.json", "state/compact_pending.flag", "state/JOURNAL.md",
     "pending/pending_actions.jsonl", "pending/decisions.jsonl", "archive/inbox-20260101-000000.md",
     "state/.mako/tick.lock", "state/.mako/approvals.db",
-    "seed/MISSION.md", "logs/metrics.csv", "README.md",
+    "seed/MISSION.md", "logs/metrics.csv", "README.md", "state/PAUSED", "state/PAUSED/reason.md",
 ]
 
 
