@@ -12,7 +12,6 @@ import re
 import time
 from dataclasses import dataclass
 
-from .fileio import read_head, tail_lines
 from .pause import pause, paused_reason, resume
 from .redact import Redactor
 from .text import short, visible
@@ -33,7 +32,7 @@ reject qN [reason] (or: no qN) - drop it
 done qN [note] - mark it done by hand
 pause [reason] - no ticks or scribe runs until resume
 resume - go on
-status - how the agent is doing
+status - the status.py screen
 help - this list
 Anything else goes to the INBOX for the next tick."""
 
@@ -128,61 +127,10 @@ class Commands:
         return HELP
 
     def do_status(self, cmd, user_id):
-        return status_text(self.cfg, self.clock())
+        # The same screen as status.py (issue §21), loaded only when asked: an idle listener does without it.
+        from .status import collect
+        from .status_screen import render
+        return render(collect(self.cfg, self.clock())).rstrip("\n")
 
     def do_other_bot(self, cmd, user_id):
         return None
-
-
-def _last_tick(cfg, now):
-    path = cfg.paths.logs / "metrics.csv"
-    try:
-        head, _ = read_head(path, 4096)
-    except OSError:
-        return "last tick: none recorded"
-    header = head.decode("utf-8", "replace").split("\n", 1)[0].split(",")
-    last = tail_lines(path, 1)
-    row = last[0].split(",") if last else []
-    if len(row) < len(header) or row == header:
-        return "last tick: none recorded"
-    cells = dict(zip(header, row))
-    from .decisions import age_text
-    from .stats import parse_ts  # here, not at the top: an idle listener does without these modules
-    ts = parse_ts(cells.get("ts", ""))
-    age = f", {age_text(max(0, now - ts.timestamp()))} ago" if ts else ""
-    model = "/".join(c for c in (cells.get("provider_used"), cells.get("model_used")) if c)
-    return (f"last tick: #{cells.get('tick_n', '?')} {cells.get('outcome') or '?'}{age}"
-            + (f" ({model})" if model else ""))
-
-
-def status_text(cfg, now):
-    """A few lines from bounded reads: pause, last tick, INBOX, approvals."""
-    lines = []
-    reason = paused_reason(cfg.paths)
-    lines.append(f"⏸ paused: {reason}" if reason else "▶️ running")
-    lines.append(_last_tick(cfg, now))
-    inbox = cfg.paths.state / "INBOX.md"
-    try:
-        size = inbox.stat().st_size
-    except OSError:
-        size = 0
-    try:
-        claims = sum(1 for p in (cfg.paths.private / "inbox").iterdir() if p.name.startswith("claim-"))
-    except OSError:
-        claims = 0
-    parts = []
-    if size:
-        parts.append(f"{size} bytes waiting")
-    if claims:
-        parts.append(f"{claims} held by a tick")
-    lines.append("INBOX: " + (", ".join(parts) if parts else "empty"))
-    from . import decisions
-    from .stats import parse_ts
-    try:
-        count, oldest = decisions.open_summary(cfg)
-        since = parse_ts(oldest) if isinstance(oldest, str) else None
-        lines.append(f"approvals: {count} open" + (
-            f" (oldest {decisions.age_text(max(0, now - since.timestamp()))} ago)" if count and since else ""))
-    except Exception as e:  # a status line must not take the listener down
-        lines.append(f"approvals: unreadable ({type(e).__name__})")
-    return "\n".join(lines)

@@ -276,8 +276,8 @@ def test_listen_pause_resume_help_status(chat):
     assert paused_reason(paths) is None
     texts = tg.texts()
     assert texts[0].startswith("⏸ Paused: disk nearly full") and tg.delivered[0][0]["message_thread_id"] == 11
-    assert texts[1].startswith("⏸ paused: disk nearly full") and "last tick: none recorded" in texts[1]
-    assert "INBOX: empty" in texts[1]
+    assert "\npaused:       yes: disk nearly full (by telegram:4242, " in texts[1]  # status.py's screen
+    assert "\nlast tick:    none yet" in texts[1] and "\ninbox:        empty" in texts[1]
     assert "approve qN [note]" in texts[2] and "pause [reason]" in texts[2]
     assert texts[3].startswith("▶️ Resumed") and texts[4] == "Not paused; nothing to resume."
     assert inbox(chat) == ""
@@ -287,8 +287,9 @@ def test_listen_status_reads_the_last_tick(chat, ollama):
     assert chat.tick() == 0
     chat.telegram.send_text("status", CHRIS)
     listen(chat, "--once")
-    status = [t for t in chat.telegram.texts() if t.startswith("▶️ running")][0]
-    assert "last tick: #1 ok, " in status and "(primary/qwen3.5)" in status
+    status = [t for t in chat.telegram.texts() if t.startswith("mako-zero · ")][0]
+    line = [x for x in status.split("\n") if x.startswith("last tick:")][0]
+    assert "#1" in line and "ok" in line and "qwen3.5" in line
 
 
 def test_listen_buttons_refused_for_strangers_and_odd_data(chat):
