@@ -8,8 +8,6 @@ import pytest
 
 from conftest import CHAT_ID, THREADS, reply
 
-pytest.importorskip("mako.decisions")
-
 CHRIS = 4242
 STRANGER = 777
 RUN = {"type": "shell", "cmd": "echo ran >> ran.txt", "needs_approval": True}

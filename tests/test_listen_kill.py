@@ -142,7 +142,6 @@ def test_listen_kill_test_300_updates_exactly_once(chat):
 
 @pytest.mark.slow
 def test_listen_kill_test_with_approvals_each_decided_once(chat):
-    pytest.importorskip("mako.decisions")
     from conftest import reply
     rng = random.Random(34)
     chat.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}},
