@@ -24,7 +24,8 @@ from mako.cli import Parser, load_or_report, stdout_closed
 from mako.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 from mako.health import analyse_lines
 from mako.logs import failure_reason
-from mako.stats import read_table, report
+from mako.soak import report
+from mako.stats import read_table
 
 
 def approvals_lines(cfg, table):

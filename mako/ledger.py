@@ -23,7 +23,7 @@ class SpendLedger:
         self.ledger_path = cfg.paths.private / LEDGER_FILE
         self.ledger_lock_path = cfg.paths.private / "spend.lock"
 
-    def _month_total(self, month):
+    def month_total(self, month):
         """Pence recorded for `month`. The ledger is appended in time order, so it is read from its end
         back to the first entry of an earlier month: the cost is this month's entries, not the history."""
         spent = 0
@@ -42,7 +42,7 @@ class SpendLedger:
 
     def month_spend(self):
         """Pence recorded in the ledger for the current (UTC) month."""
-        return self._month_total(datetime.now(timezone.utc).strftime("%Y-%m"))
+        return self.month_total(datetime.now(timezone.utc).strftime("%Y-%m"))
 
     def _over_ceiling(self, amount_pence, month, spent):
         ceiling = self.cfg.tick.budget_ceiling_pence_month
@@ -56,7 +56,7 @@ class SpendLedger:
         if not valid_pence(amount_pence):
             return False, f"amount_pence must be a non-negative integer, got {cut(amount_pence, 40)}"
         month = datetime.now(timezone.utc).strftime("%Y-%m")
-        refusal = self._over_ceiling(amount_pence, month, self._month_total(month))
+        refusal = self._over_ceiling(amount_pence, month, self.month_total(month))
         return refusal is None, refusal or "within the monthly ceiling"
 
     def record_spend(self, amount_pence, reason, tick_n, over_budget=False):
@@ -69,7 +69,7 @@ class SpendLedger:
         now = datetime.now(timezone.utc)
         month = now.strftime("%Y-%m")
         with waiting_lock(self.ledger_lock_path):
-            spent = self._month_total(month)
+            spent = self.month_total(month)
             refusal = self._over_ceiling(amount_pence, month, spent)
             if refusal and not over_budget:
                 return False, refusal

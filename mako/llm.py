@@ -13,13 +13,13 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3
 
 from . import __version__
+from .cooldowns import TIMEOUTS_FOR_COOLDOWN, Cooldowns, iso_time
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
 from .net import EncodingRefused, read_body, within
@@ -34,11 +34,9 @@ RESERVE_S = 1.0
 MIN_ATTEMPT_S = 2.0
 SPLIT_SLACK_S = 0.5
 DEFAULT_COOLDOWN_S = 15 * 60
-TIMEOUTS_FOR_COOLDOWN = 2
 MAX_COOLDOWN_S = 7 * 24 * 3600
 RECORD_BODY_MAX = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-COOLDOWN_FILE = "cooldowns.json"
 SESSION_FILE = "opencode-session"
 
 
@@ -52,85 +50,6 @@ class LLMResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     wall_s: float = 0.0
-
-
-def _iso(ts):
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-class Cooldowns:
-    """Per-slot cool-down deadlines, persisted so a later run honours a limit an earlier one hit.
-
-    An entry only applies while the slot still points at the same base_url: usage limits belong to the
-    account behind the endpoint, and a config change to another endpoint deserves a fresh try.
-    """
-
-    def __init__(self, folder, clock=time.time):
-        self.path = folder / COOLDOWN_FILE
-        self.clock = clock
-
-    def load(self):
-        text = read_text(self.path, "")
-        if not text.strip():
-            return {}
-        try:
-            data = json.loads(text)
-        except ValueError:
-            log.warning("%s is not valid JSON; ignoring saved cool-downs", self.path)
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def until(self, provider):
-        """The time the provider's cool-down ends, or None when it is not cooling down."""
-        entry = self.load().get(provider.name)
-        if not isinstance(entry, dict) or entry.get("base_url") != provider.base_url:
-            return None
-        until = entry.get("until")
-        if isinstance(until, (int, float)) and until > self.clock():
-            return float(until)
-        return None
-
-    def set(self, provider, until, reason):
-        data = self.load()
-        data[provider.name] = {"until": until, "until_iso": _iso(until), "base_url": provider.base_url,
-                               "model": provider.model, "reason": reason[:300], "set_at": _iso(self.clock())}
-        self._save(data)
-
-    def clear(self, provider):
-        data = self.load()
-        if provider.name in data:
-            del data[provider.name]
-            self._save(data)
-
-    def _save(self, data):
-        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-    def end_timeout_row(self, provider):
-        """Forget a row of timeouts (a cool-down already set stays)."""
-        data = self.load()
-        entry = data.get(provider.name)
-        if isinstance(entry, dict) and "timeouts_in_row" in entry:
-            del entry["timeouts_in_row"]
-            if "until" not in entry:
-                del data[provider.name]
-            self._save(data)
-
-    def timed_out(self, provider, cooldown_s):
-        """Count a timeout; the second in a row puts the provider on cool-down. Returns its end, or None."""
-        data = self.load()
-        entry = data.get(provider.name)
-        entry = dict(entry) if isinstance(entry, dict) and entry.get("base_url") == provider.base_url else {}
-        row = entry.get("timeouts_in_row", 0)
-        row = (row if isinstance(row, int) and not isinstance(row, bool) else 0) + 1
-        if row >= TIMEOUTS_FOR_COOLDOWN:
-            until = self.clock() + cooldown_s
-            self.set(provider, until, f"{row} timeouts in a row")
-            return until
-        entry.update(timeouts_in_row=row, base_url=provider.base_url, model=provider.model)
-        entry.setdefault("set_at", _iso(self.clock()))
-        data[provider.name] = entry
-        self._save(data)
-        return None
 
 
 def opencode_session_id(folder):
@@ -359,7 +278,7 @@ def _attempt(session, provider, system, user, read_timeout, redactor, cooldowns,
             wait = e.retry_after if e.retry_after and e.retry_after > 0 else DEFAULT_COOLDOWN_S
             until = clock() + min(wait, MAX_COOLDOWN_S)
             cooldowns.set(provider, until, rec["error"])
-            rec["cooldown_until"] = _iso(until)
+            rec["cooldown_until"] = iso_time(until)
     rec["wall_s"] = round(time.monotonic() - start, 3)
     return rec, result
 
@@ -409,8 +328,8 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
             label = f"{provider.name} {provider.type}/{provider.model}"
             if not go:
                 attempts.append(_skipped(provider, redactor, "cooling_down",
-                                         f"on cool-down until {_iso(cooling_until)}"))
-                log.info("%s: skipped, on cool-down until %s", label, _iso(cooling_until))
+                                         f"on cool-down until {iso_time(cooling_until)}"))
+                log.info("%s: skipped, on cool-down until %s", label, iso_time(cooling_until))
                 continue
             remaining = deadline - clock() - RESERVE_S
             if remaining < MIN_ATTEMPT_S:
@@ -429,9 +348,9 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
                 if rec["kind"] == "timeout":
                     until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
                     if until:
-                        rec["cooldown_until"] = _iso(until)
+                        rec["cooldown_until"] = iso_time(until)
                         log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
-                                    TIMEOUTS_FOR_COOLDOWN, _iso(until))
+                                    TIMEOUTS_FOR_COOLDOWN, iso_time(until))
                 elif not rec["cooldown_until"]:
                     cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
                 continue

@@ -18,17 +18,19 @@ import time
 from datetime import datetime, timezone
 
 from . import health
+from .cooldowns import Cooldowns
 from .fileio import read_head, tail_lines
+from .ledger import SpendLedger
 from .decisions import open_summary
 from .pause import paused_reason
 from .schedule import DATE_RE, DIGEST_SENT_FILE, SCHEDULE_FILE, digest_sent_date
 from .stats import TAIL_MAX_BYTES, read_table_since
+from .text import short
 
 DAY_S = 86400
-LEDGER_TAIL_LINES = 5000
 LOGS_MAX_ENTRIES = 50000
 STALE_INTERVALS = 3
-REASON_MAX = 80
+REASON_MAX = 100
 FAILED_IN_A_ROW = 3
 CLAIM_RE = re.compile(r"^claim-\d+-(\d+)\.md$")
 OUTCOME_RE = re.compile(rb'"outcome":\s*"([^"\\]{0,40})"')
@@ -75,42 +77,23 @@ def approvals_summary(cfg):
 
 
 def month_spend(cfg, now):
-    """Pence in the spend ledger for the current UTC month, read from the ledger's tail."""
+    """Pence in the spend ledger for the current UTC month (read from its end back to the month's start)."""
     month = time.strftime("%Y-%m", time.gmtime(now))
-    lines = _tail(cfg.paths.private / "spend.jsonl", LEDGER_TAIL_LINES)
-    total, complete = 0, len(lines) < LEDGER_TAIL_LINES
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        amount = rec.get("amount_pence")
-        if rec.get("month") == month and isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
-            total += amount
-        elif str(rec.get("month") or "") < month:
-            complete = True  # older months begin here: this month's entries are all in the tail
-    return {"month": month, "pence": total, "ceiling": cfg.tick.budget_ceiling_pence_month,
-            "complete": complete}
+    ledger = SpendLedger(cfg, redactor=None)
+    _regular(ledger.ledger_path)  # a FIFO or folder there is "unknown", never "0p"
+    return {"month": month, "pence": ledger.month_total(month),
+            "ceiling": cfg.tick.budget_ceiling_pence_month, "complete": True}
 
 
 def cooldowns(cfg, now):
-    """{slot: (until epoch, reason)} from state/.mako/cooldowns.json (written by mako/llm.py), running ones.
-
-    Read here rather than through mako.llm so status does not import the HTTP stack; an entry counts only
-    while the slot still points at the same base_url, as in llm.Cooldowns.
-    """
-    data = _json_file(cfg.paths.private / "cooldowns.json")
+    """{slot: (until epoch, reason)} of the providers cooling down now (state/.mako/cooldowns.json)."""
+    cooling = Cooldowns(cfg.paths.private, clock=lambda: now)
+    saved = cooling.load()
     out = {}
     for provider in (cfg.primary, cfg.fallback):
-        entry = data.get(provider.name)
-        until = entry.get("until") if isinstance(entry, dict) else None
-        if (isinstance(until, (int, float)) and until > now
-                and entry.get("base_url") == provider.base_url):
-            reason = " ".join(str(entry.get("reason") or "").split())
-            cut = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX - 1] + "…"
-            out[provider.name] = (float(until), cut)
+        until = cooling.until(provider)
+        if until is not None:
+            out[provider.name] = (until, short(str(saved[provider.name].get("reason") or ""), REASON_MAX))
     return out
 
 

@@ -207,7 +207,7 @@ def test_status_cool_down_and_spend(root, capsys):
     assert " · cool-down until " in got["primary"] and "(last: usage_limit)" in got["primary"]
     reason = got["primary"].split("cool-down until", 1)[1]
     assert "(HTTP 429 usage limit: you (mako) have reached your session usage limit" in reason
-    assert reason.endswith("…)") and len(reason) < 110
+    assert reason.endswith(" chars])") and "…[truncated " in reason and len(reason) < 130
     assert got["spend"].startswith("150p of 10000p this month")
 
 
