@@ -41,14 +41,9 @@ DIGEST_RETRY_S = 600
 ERROR = "ERROR"
 PAYLOAD_FOLDERS = ("ticks", "scribe")
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# listen.py fills the idle gaps (§20): only gaps this long are worth a start, and it is told to end this
-# long before the next job is due, so it has exited (and the job starts on time) even at its slowest.
-LISTEN_MIN_GAP_S = 5.0
-LISTEN_END_EARLY_S = 1.0
-LISTEN_KILL_AFTER_S = 5.0
-LISTEN_RETRY_S = 60.0
-# A gap with no end in sight (a due job held back, e.g. while paused) is listened to in pieces this long.
-LISTEN_PIECE_S = 60.0
+# listen.py fills the idle gaps (§20): gaps of at least MIN_GAP, ending END_EARLY before the next job is due
+# (so the job starts on time), in PIECEs when no end is in sight (while paused); RETRY after a failure.
+LISTEN_MIN_GAP_S, LISTEN_END_EARLY_S, LISTEN_KILL_AFTER_S, LISTEN_RETRY_S, LISTEN_PIECE_S = 5.0, 1.0, 5.0, 60.0, 60.0
 # While paused, how often the loop looks for state/PAUSED to be gone.
 PAUSE_POLL_S = 2.0
 
@@ -413,9 +408,8 @@ class Scheduler:
         if rc == STOPPED:
             return
         self._check_pause()  # a `resume` from the chat ends the run early: the held-back tick goes now
-        # Never a start more often than this, whatever it returned: no spinning on a listener that exits at once.
+        # No spinning on a listener that exits at once; a failing one (a bad token) waits longer.
         self.listen_retry_at = now + LISTEN_MIN_GAP_S
-        # A failing listener (a bad token, a broken install) waits longer before the next try.
         gap = self._account("listen", rc, LISTEN_RETRY_S)
         if rc != 0:
             self.listen_retry_at = self.clock() + gap
