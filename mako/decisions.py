@@ -398,7 +398,8 @@ def mark_seen(cfg, marker):
     """Remember that a tick showed the decisions up to `marker` (None: nothing was shown)."""
     if marker is not None:
         displace(cfg.paths.private / SEEN_FILE)
-        atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n")
+        # Lost in a power cut, the next tick shows these decisions again: no folder fsync for it.
+        atomic_write(cfg.paths.private / SEEN_FILE, json.dumps(marker) + "\n", durable=False)
 
 
 def figures(cfg, since_ts, until_ts=None, write=True, now=None):

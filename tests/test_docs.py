@@ -48,6 +48,19 @@ def test_docs_trial_block_is_safe_to_paste_as_root():
 
 
 def test_docs_fault_count_is_the_matrix():
-    m = re.search(r"(\d+) provider faults.*?\((\d+) rows\)", README, re.S)
+    report = (REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    m = re.search(r"(\d+) provider faults.*?\((\d+) rows\)", report, re.S)
     assert m and int(m.group(1)) == len(FAULTS) and int(m.group(2)) == len(matrix())
-    assert len(OPENAI_ONLY) == 2 and "OpenCode's two 200 envelopes" in README
+    assert len(OPENAI_ONLY) == 2 and "OpenCode's two 200 envelopes" in report
+
+
+def test_docs_readme_is_in_operator_order_and_links_the_reports():
+    titles = re.findall(r"^## (.+)$", re.sub(r"```.*?```", "", README, flags=re.S), re.M)
+    first = ["Install — clean Ubuntu 24.04 server (with systemd)", "Try it without a server", "Configure",
+             "Running it"]
+    assert titles[:4] == first
+    later = ["Approving actions", "Is it healthy?", "Logs", "Upgrade", "Resetting", "How it works", "Tests",
+             "Reliability", "Performance"]
+    assert [t for t in titles if t in later] == later
+    for doc in ("docs/RELIABILITY.md", "docs/PERFORMANCE.md"):
+        assert f"]({doc})" in README and (REPO / doc).is_file()
