@@ -103,6 +103,15 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def numbered_names(folder, base, ext=".md", limit=None):
+    """`base.md`, `base-2.md`, `base-3.md`, ... in `folder`: the candidates, in order, for a file that must
+    never overwrite one already there (the caller creates it exclusively and moves on when it exists)."""
+    n = 1
+    while limit is None or n <= limit:
+        yield Path(folder) / (f"{base}{ext}" if n == 1 else f"{base}-{n}{ext}")
+        n += 1
+
+
 def write_all(fd, data):
     """Write every byte of `data` to `fd`: a short write (a signal, a nearly full disk) is finished, never
     left as a torn record."""

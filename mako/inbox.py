@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .fileio import NotRegularFile, atomic_write, ensure_dir, fsync_dir, open_regular
+from .fileio import NotRegularFile, atomic_write, ensure_dir, fsync_dir, numbered_names, open_regular
 
 MAX_INBOX_BYTES = 256 * 1024
 SEPARATOR = "\n\n---\n\n"  # between claims in the text the model sees
@@ -198,20 +198,12 @@ def claim(paths, tick_n):
     return Inbox(claims)
 
 
-def _archive_name(archive, when, n):
-    base = f"inbox-{when:%Y%m%d-%H%M%S}"
-    return archive / (f"{base}.md" if n == 1 else f"{base}-{n}.md")
-
-
 def _link_into(archive_dir, src, when):
     """Hard-link `src` into archive/ under a fresh name (never overwriting); return the new path."""
-    n = 1
-    while True:
-        target = _archive_name(archive_dir, when, n)
+    for target in numbered_names(archive_dir, f"inbox-{when:%Y%m%d-%H%M%S}"):
         try:
             os.link(src, target)
         except FileExistsError:
-            n += 1
             continue
         fsync_dir(archive_dir)
         return target

@@ -15,7 +15,7 @@ from datetime import datetime
 from . import counter
 from .context import Block, build, drafts_list, head_text
 from .errors import AllProvidersFailed, DeadlineExceeded, EXIT_FAIL, EXIT_OK
-from .fileio import ensure_dir, fsync_dir, tail_lines, write_all
+from .fileio import ensure_dir, fsync_dir, numbered_names, tail_lines, write_all
 from .llm import call_providers
 from .paths import ensure_layout
 from .response import parse_scribe
@@ -91,8 +91,7 @@ def write_draft(folder, date, slug, text):
     """Create <date>-<slug>.md, or -2, -3... if taken; O_EXCL so no draft is ever overwritten. Returns path."""
     ensure_dir(folder)
     data = text.encode("utf-8", "replace")
-    for i in range(1, MAX_NAME_TRIES + 1):
-        path = folder / (f"{date}-{slug}.md" if i == 1 else f"{date}-{slug}-{i}.md")
+    for path in numbered_names(folder, f"{date}-{slug}", limit=MAX_NAME_TRIES):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, DRAFT_FILE_MODE)
         except FileExistsError:

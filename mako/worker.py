@@ -17,7 +17,7 @@ from . import counter, decisions, inbox as inbox_mod, report
 from .actions import ActionContext, identity, run_action
 from .approvals import ApprovalQueue
 from .errors import EXIT_BUSY, EXIT_FAIL, EXIT_OK, AllProvidersFailed, PathRefused, ResponseError, Terminated
-from .fileio import FileLock, append, atomic_write, displace
+from .fileio import FileLock, append, atomic_write, displace, numbered_names
 from .health import safe_record_tick
 from .llm import call_providers
 from .logs import append_metrics, iso
@@ -258,12 +258,7 @@ class Tick(RunRecord):
         if not src.exists():
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock()))
-        n = 1
-        while True:
-            dst = self.cfg.paths.archive / (f"journal-{stamp}.md" if n == 1 else f"journal-{stamp}-{n}.md")
-            if not dst.exists():
-                break
-            n += 1
+        dst = next(p for p in numbered_names(self.cfg.paths.archive, f"journal-{stamp}") if not p.exists())
         copy_file(src, dst)
         return str(dst.relative_to(self.cfg.paths.root)) if self.cfg.paths.root in dst.parents else str(dst)
 
