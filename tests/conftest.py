@@ -21,6 +21,8 @@ BOT_TOKEN = "123456789:AAE-fake-test-token-abcdefghijklmnopq"
 CHAT_ID = -1001234567890
 THREADS = {"log": 11, "requests": 22, "approvals": 33, "digest": 44}
 SECRETS = (PRIMARY_KEY, FALLBACK_KEY, BOT_TOKEN)
+CHRIS = 4242  # the operator's Telegram user id in the chat tests
+STRANGER = 777
 
 
 class Recorder:
@@ -167,3 +169,11 @@ def telegram():
 @pytest.fixture
 def root(tmp_path, ollama, openai, telegram):
     return Root(tmp_path / "mako", ollama, openai, telegram)
+
+
+@pytest.fixture
+def chat(root):
+    """The root with Telegram inbound on for CHRIS; the fake knows the chat."""
+    root.telegram.chat_id = CHAT_ID
+    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+    return root

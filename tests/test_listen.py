@@ -9,24 +9,14 @@ import time
 
 import pytest
 
-from conftest import BOT_TOKEN, CHAT_ID, REPO, THREADS
+from conftest import BOT_TOKEN, CHAT_ID, CHRIS, REPO, STRANGER, THREADS
 from fakes import Reply
 
 from mako import inbox as inbox_mod
 from mako.commands import parse, parse_button
 from mako.steering import append_entry, record_question
 
-CHRIS = 4242
-STRANGER = 777
 BOT_ID = 123456789
-
-
-@pytest.fixture
-def chat(root):
-    """The root with inbound on for CHRIS; the fake knows the chat."""
-    root.telegram.chat_id = CHAT_ID
-    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
-    return root
 
 
 def listen(root, *args):

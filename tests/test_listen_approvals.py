@@ -4,20 +4,9 @@ as approve.py, bound to the hash the post showed, each exactly once."""
 import json
 import time
 
-import pytest
+from conftest import CHRIS, STRANGER, THREADS, reply
 
-from conftest import CHAT_ID, THREADS, reply
-
-CHRIS = 4242
-STRANGER = 777
 RUN = {"type": "shell", "cmd": "echo ran >> ran.txt", "needs_approval": True}
-
-
-@pytest.fixture
-def chat(root):
-    root.telegram.chat_id = CHAT_ID
-    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
-    return root
 
 
 def listen(root, *args):

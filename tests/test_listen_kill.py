@@ -11,12 +11,10 @@ import time
 
 import pytest
 
-from conftest import CHAT_ID, REPO
+from conftest import CHAT_ID, CHRIS, REPO, STRANGER
 
 from mako import inbox as inbox_mod
 
-CHRIS = 4242
-STRANGER = 777
 
 
 def make_plan(rng, n=300, approvals=()):
@@ -124,11 +122,9 @@ def check_exactly_once(root, shown, allowed, foreign):
 
 
 @pytest.fixture
-def chat(root):
-    root.telegram.chat_id = CHAT_ID
-    root.write_config(telegram={"inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+def chat(chat):
     POSTS.clear()
-    return root
+    return chat
 
 
 @pytest.mark.slow
