@@ -13,6 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 from .errors import MakoError
+from .redact import scrub_with_token
 
 log = logging.getLogger("mako.inbound")
 
@@ -22,7 +23,6 @@ POLL_SLACK_S = 10.0  # protocols.md §0: read timeout = long-poll timeout + 10 s
 MAX_POLL_S = 50
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 100 updates of 4096 characters each, with room to spare
 ALLOWED_UPDATES = ["message", "callback_query"]
-MARK = "<redacted>"
 
 # Reasons an update is ignored, in the order listen.py prints its counts.
 IGNORED = ("other chat", "other user", "bot", "edited", "not text", "channel post", "other kind")
@@ -69,10 +69,7 @@ class BotApi:
         self.conn = None
 
     def scrub(self, text):
-        text = str(text)
-        if self.tg.bot_token:
-            text = text.replace(self.tg.bot_token, MARK)
-        return self.redactor.text(text)
+        return scrub_with_token(self.redactor, self.tg.bot_token, text)
 
     def _connect(self, timeout):
         # Imported here, not at the top: the supervisor reads off_reason() from this module and stays small.

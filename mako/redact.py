@@ -58,6 +58,15 @@ class Redactor:
         return out
 
 
+def scrub_with_token(redactor, token, text):
+    """`text` scrubbed, the bot token replaced even where the redactor was made without it (a client's own
+    errors carry its URL)."""
+    text = str(text)
+    if token:
+        text = text.replace(token, MARK)
+    return redactor.text(text)
+
+
 def _drop_partial_secret(text, secrets):
     """Cut a secret's leading fragment off the end of text that was read only in part."""
     for secret in secrets:

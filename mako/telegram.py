@@ -14,6 +14,7 @@ import urllib3
 
 from .config import THREAD_NAMES
 from .net import read_body, within
+from .redact import scrub_with_token
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ TRANSIENT_RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 15.0
 MIN_SEND_S = 1.0
-MARK = "<redacted>"
 MAX_REPLY_BYTES = 1024 * 1024
 
 
@@ -110,10 +110,7 @@ class TelegramClient:
         self._session = None
 
     def scrub(self, text):
-        text = str(text)
-        if self.tg.bot_token:
-            text = text.replace(self.tg.bot_token, MARK)
-        return self.redactor.text(text)
+        return scrub_with_token(self.redactor, self.tg.bot_token, text)
 
     def send(self, text, thread="log", reply_markup=None):
         """Post `text` (split if long) to `thread`; True when every part was delivered. Never raises.
