@@ -17,12 +17,12 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .counter import read_number
 from .fileio import (FileLock, NotRegularFile, append, atomic_write, make_room, open_regular,
                      split_records, tail_lines)
+from .logs import iso
 from .text import one_line
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class ApprovalQueue:
             qid = f"q{self._next_number()}"
             entry = {
                 "id": qid,
-                "queued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "queued_at": iso(),
                 "tick": tick_n,
                 "type": kind,
                 "action": stored,

@@ -7,18 +7,14 @@ No HTTP here: `status.py` reads the same file through this class without importi
 import json
 import logging
 import time
-from datetime import datetime, timezone
 
 from .fileio import atomic_write, read_text
+from .logs import iso_at
 
 log = logging.getLogger(__name__)
 
 COOLDOWN_FILE = "cooldowns.json"
 TIMEOUTS_FOR_COOLDOWN = 2
-
-
-def iso_time(ts):
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
 class Cooldowns:
@@ -55,8 +51,8 @@ class Cooldowns:
 
     def set(self, provider, until, reason):
         data = self.load()
-        data[provider.name] = {"until": until, "until_iso": iso_time(until), "base_url": provider.base_url,
-                               "model": provider.model, "reason": reason[:300], "set_at": iso_time(self.clock())}
+        data[provider.name] = {"until": until, "until_iso": iso_at(until), "base_url": provider.base_url,
+                               "model": provider.model, "reason": reason[:300], "set_at": iso_at(self.clock())}
         self._save(data)
 
     def clear(self, provider):
@@ -90,7 +86,7 @@ class Cooldowns:
             self.set(provider, until, f"{row} timeouts in a row")
             return until
         entry.update(timeouts_in_row=row, base_url=provider.base_url, model=provider.model)
-        entry.setdefault("set_at", iso_time(self.clock()))
+        entry.setdefault("set_at", iso_at(self.clock()))
         data[provider.name] = entry
         self._save(data)
         return None

@@ -15,13 +15,13 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from .approval_index import (DECISIONS_FILE, FINAL, Index, complete_lines, open_regular, parse_time, qnum,
                              read_line_at)
 from .approvals import LOCK_WAIT_S, QUEUE_FILE, ApprovalQueue, action_sha256, append_record, waiting_lock
 from .fileio import FileLock, atomic_write, displace, read_text
 from .ledger import SpendLedger
+from .logs import iso, iso_at
 from .redact import Redactor
 from .text import short, truncate
 
@@ -49,10 +49,6 @@ class Outcome:
     message: str      # one line for the operator: CLI output and the chat reply
     qid: str | None = None
     result: dict | None = None   # the executor's result for an approval
-
-
-def now_iso():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_id(qid):
@@ -148,7 +144,7 @@ def _refusal(cfg, qid, decision, again, expect_sha8):
     if row is None:
         return f"{qid}: no such item in pending/{QUEUE_FILE}", None, None
     state = row["state"]
-    when = datetime.fromtimestamp(row["decided_ts"], timezone.utc).isoformat(timespec="seconds") \
+    when = iso_at(row["decided_ts"]) \
         if row["decided_ts"] else "?"
     retry = decision == "approved" and again
     if state in FINAL and not (retry and state == "approved" and row["ok"] == 0):
@@ -236,7 +232,7 @@ def _close(cfg, qid, decision, by, note, expect_sha8, redactor, telegram):
         problem, row, record = _refusal(cfg, qid, decision, False, expect_sha8)
         if problem:
             return Outcome(False, 1, redactor.text(problem), qid)
-        _append(cfg, {"id": qid, "sha256": row["sha"], "decision": decision, "by": by, "at": now_iso(),
+        _append(cfg, {"id": qid, "sha256": row["sha"], "decision": decision, "by": by, "at": iso(),
                       "note": note, "result": None})
     blank = "(no reason given)" if decision == "rejected" else "(no note)"
     text = f"{ICONS[decision]} {qid} {decision}: {note or blank}"
@@ -270,7 +266,7 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
                 if not fits:
                     return Outcome(False, 1, redactor.text(f"{qid}: {message}; approve.py yes {qid} --over-budget "
                                                            "records it anyway"), qid)
-        _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": now_iso(),
+        _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": iso(),
                       "note": note, "result": None, "status": "started"})
     budget = max(cfg.tick.shell_timeout_s, cfg.tick.http_timeout_s) + RUN_GRACE_S
     ctx = ActionContext(cfg=cfg, policy=PathPolicy(cfg), redactor=redactor, telegram=telegram, queue=queue,
@@ -286,7 +282,7 @@ def _approve(cfg, qid, by, note, expect_sha8, again, over_budget, redactor, tele
     text = f"✅ {qid} approved · {short(kind, 40)} · {'ok' if ok else 'failed'}: {summary}"
     try:
         with _decisions_lock(cfg, RESULT_LOCK_WAIT_S):
-            _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": now_iso(),
+            _append(cfg, {"id": qid, "sha256": row["sha"], "decision": "approved", "by": by, "at": iso(),
                           "note": note, "result": line})
     except (OSError, TimeoutError, sqlite3.Error) as e:
         # It ran: say so, whatever the record; it stays "started" for the operator to close by hand.
@@ -374,7 +370,7 @@ def _context_block(cfg, write):
             last.pop(e["id"], None)
             last[e["id"]] = e
         kinds = {qid: (index.item(qid) or {}).get("type", "?") for qid in last}
-    marker = {"id": dec_id, "off": dec_off, "at": now_iso()}
+    marker = {"id": dec_id, "off": dec_off, "at": iso()}
     lines = [f"⚠️ pending/{name} is missing or not a regular file (it held {n} lines); no decision can be made "
              "until it is restored."
              for name, n in missing.items()]

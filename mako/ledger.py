@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from .approvals import append_record, cut, jsonl_line, valid_pence, waiting_lock
 from .fileio import lines_from_end
+from .logs import iso
 
 LEDGER_FILE = "spend.jsonl"
 
@@ -73,7 +74,7 @@ class SpendLedger:
             refusal = self._over_ceiling(amount_pence, month, spent)
             if refusal and not over_budget:
                 return False, refusal
-            entry = {"ts": now.isoformat(timespec="seconds"), "month": month, "amount_pence": amount_pence,
+            entry = {"ts": iso(now), "month": month, "amount_pence": amount_pence,
                      "reason": self.redactor.text(reason), "tick": tick_n}
             append_record(self.ledger_path, jsonl_line(entry))
         ceiling = self.cfg.tick.budget_ceiling_pence_month

@@ -19,9 +19,10 @@ import requests
 import urllib3
 
 from . import __version__
-from .cooldowns import TIMEOUTS_FOR_COOLDOWN, Cooldowns, iso_time
+from .cooldowns import TIMEOUTS_FOR_COOLDOWN, Cooldowns
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
+from .logs import iso_at
 from .net import EncodingRefused, read_body, within
 from .text import truncate
 
@@ -278,7 +279,7 @@ def _attempt(session, provider, system, user, read_timeout, redactor, cooldowns,
             wait = e.retry_after if e.retry_after and e.retry_after > 0 else DEFAULT_COOLDOWN_S
             until = clock() + min(wait, MAX_COOLDOWN_S)
             cooldowns.set(provider, until, rec["error"])
-            rec["cooldown_until"] = iso_time(until)
+            rec["cooldown_until"] = iso_at(until)
     rec["wall_s"] = round(time.monotonic() - start, 3)
     return rec, result
 
@@ -328,8 +329,8 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
             label = f"{provider.name} {provider.type}/{provider.model}"
             if not go:
                 attempts.append(_skipped(provider, redactor, "cooling_down",
-                                         f"on cool-down until {iso_time(cooling_until)}"))
-                log.info("%s: skipped, on cool-down until %s", label, iso_time(cooling_until))
+                                         f"on cool-down until {iso_at(cooling_until)}"))
+                log.info("%s: skipped, on cool-down until %s", label, iso_at(cooling_until))
                 continue
             remaining = deadline - clock() - RESERVE_S
             if remaining < MIN_ATTEMPT_S:
@@ -348,9 +349,9 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
                 if rec["kind"] == "timeout":
                     until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
                     if until:
-                        rec["cooldown_until"] = iso_time(until)
+                        rec["cooldown_until"] = iso_at(until)
                         log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
-                                    TIMEOUTS_FOR_COOLDOWN, iso_time(until))
+                                    TIMEOUTS_FOR_COOLDOWN, iso_at(until))
                 elif not rec["cooldown_until"]:
                     cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
                 continue

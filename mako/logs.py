@@ -42,6 +42,11 @@ def iso(dt=None):
     return (dt or utc_now()).astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+def iso_at(epoch):
+    """`iso` of an epoch time."""
+    return iso(datetime.fromtimestamp(epoch, timezone.utc))
+
+
 class RedactingFilter(logging.Filter):
     """Scrubs every record a handler emits, from any logger (urllib3 puts whole `bot<token>` URLs in its
     warnings), message, arguments and traceback alike. Shape-based scrubbing (bot tokens, bearer values)

@@ -21,6 +21,7 @@ from . import health
 from .cooldowns import Cooldowns
 from .fileio import read_head, tail_lines
 from .ledger import SpendLedger
+from .logs import iso_at
 from .decisions import open_summary
 from .pause import paused_reason
 from .schedule import DATE_RE, DIGEST_SENT_FILE, SCHEDULE_FILE, digest_sent_date
@@ -62,10 +63,6 @@ def _json_file(path, max_bytes=1024 * 1024):
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
-
-
-def _iso(epoch):
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
 def approvals_summary(cfg):
@@ -126,7 +123,7 @@ def last_scribe(cfg):
     with open(path, "rb") as f:
         f.seek(max(st.st_size - 4096, 0))
         m = OUTCOME_RE.search(f.read())
-    return {"n": int(n), "at": _iso(st.st_mtime), "outcome": m.group(1).decode() if m else None}
+    return {"n": int(n), "at": iso_at(st.st_mtime), "outcome": m.group(1).decode() if m else None}
 
 
 def logs_usage(folder):
@@ -162,7 +159,7 @@ def next_digest(cfg, last_date, now):
     at = time.mktime((tm.tm_year, tm.tm_mon, tm.tm_mday, hour, 0, 0, 0, 0, -1))
     if last_date and last_date >= today:
         at = time.mktime((tm.tm_year, tm.tm_mon, tm.tm_mday + 1, hour, 0, 0, 0, 0, -1))
-    return {"at": _iso(at), "epoch": at}
+    return {"at": iso_at(at), "epoch": at}
 
 
 # -- the whole picture ------------------------------------------------------------------------------------
@@ -195,7 +192,7 @@ def _ticks(cfg, now):
         cell = {name: table.col(name)[-1].strip() for name in ("tick_n", "provider_used", "model_used")}
         epoch = table.ts[-1].timestamp()
         out["last"] = {"n": int(cell["tick_n"]) if cell["tick_n"].isdigit() else None,
-                       "outcome": outcomes[-1] or None, "at": _iso(epoch), "epoch": epoch,
+                       "outcome": outcomes[-1] or None, "at": iso_at(epoch), "epoch": epoch,
                        "provider": cell["provider_used"] or None, "model": cell["model_used"] or None}
     return out
 
@@ -225,10 +222,10 @@ def _providers(cfg, now):
     for p in (cfg.primary, cfg.fallback):
         track = state[p.name]
         item = {"slot": p.name, "model": p.model, "configured": p.configured, "state": "unknown",
-                "cooldown_until": _iso(cooling[p.name][0]) if p.name in cooling else cooling_error,
+                "cooldown_until": iso_at(cooling[p.name][0]) if p.name in cooling else cooling_error,
                 "cooldown_reason": cooling[p.name][1] if p.name in cooling else None}
         if track["fails"]:
-            item.update(state="failing", since=_iso(track["since"]) if isinstance(track["since"], (int, float))
+            item.update(state="failing", since=iso_at(track["since"]) if isinstance(track["since"], (int, float))
                         else None, failed_ticks=track["fails"], last_kind=track["last_kind"],
                         episode=track["open"], ok_since=track["ok_run"])
         elif track["last_result"] == "ok":
@@ -240,7 +237,7 @@ def _providers(cfg, now):
 def collect(cfg, now=None):
     """Every status figure as a JSON-ready dict; never raises."""
     now = time.time() if now is None else now
-    info = {"now": _iso(now), "now_epoch": now, "root": str(cfg.paths.root),
+    info = {"now": iso_at(now), "now_epoch": now, "root": str(cfg.paths.root),
             "tick_interval_s": cfg.supervisor.tick_interval_s}
     _section(info, "paused", paused_reason, cfg.paths)
     _section(info, "ticks", _ticks, cfg, now)
