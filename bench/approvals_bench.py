@@ -25,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from tick_bench import CODE, KEY, TOKEN, clean_env, tick_cmd, timed, typical_reply, write_config  # noqa: E402
+from tick_bench import (KEY, TOKEN, clean_env, code_copy, tick_cmd, timed, typical_reply,  # noqa: E402
+                        write_config)
 
 from fakes import FakeOllama, FakeTelegram  # noqa: E402
 
@@ -72,8 +73,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="approvals-bench-") if not args.keep else None
     base = Path(args.keep or tmp_ctx.name)
-    env = clean_env(base / "pycache")
-    approve = [sys.executable, str(CODE / "approve.py"), "--config"]
+    env = clean_env()
+    code = code_copy(base / "code", compiled=True)
+    approve = [sys.executable, str(code / "approve.py"), "--config"]
     with FakeOllama(api_key=KEY, content=typical_reply()) as ollama, FakeTelegram(token=TOKEN) as telegram:
         fresh, big = base / "fresh", base / "big"
         configs = {"fresh": write_config(fresh, ollama, telegram), "big": write_config(big, ollama, telegram)}
@@ -81,12 +83,14 @@ def main(argv=None):
         print(f"history root: {QUEUE_LINES:,} queued, {decided:,} decisions "
               f"({(big / 'pending/pending_actions.jsonl').stat().st_size / 2**20:.0f} MB + "
               f"{(big / 'pending/decisions.jsonl').stat().st_size / 2**20:.0f} MB)", flush=True)
-        timed(tick_cmd(configs["fresh"]), env)  # lay out the fresh root, warm the bytecode cache
+        timed(tick_cmd(configs["fresh"], code), env)  # lay out the fresh root, warm the bytecode cache
         build, _ = timed(approve + [str(configs["big"]), "list"], env)
         print(f"index built from scratch (first approve.py list): {build:.2f} s")
 
-        cases = (("fresh", tick_cmd(configs["fresh"]), False), ("big", tick_cmd(configs["big"]), False),
-                 ("fresh+gated", tick_cmd(configs["fresh"]), True), ("big+gated", tick_cmd(configs["big"]), True),
+        cases = (("fresh", tick_cmd(configs["fresh"], code), False),
+                 ("big", tick_cmd(configs["big"], code), False),
+                 ("fresh+gated", tick_cmd(configs["fresh"], code), True),
+                 ("big+gated", tick_cmd(configs["big"], code), True),
                  ("list", approve + [str(configs["big"]), "list"], False),
                  ("show", approve + [str(configs["big"]), "show", "q99999"], False))
         times = {key: [] for key, _, _ in cases}

@@ -22,7 +22,7 @@ CODE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CODE))
 sys.path.insert(0, str(CODE / "bench"))
 
-from tick_bench import clean_env, fill_history  # noqa: E402
+from tick_bench import clean_env, code_copy, fill_history  # noqa: E402
 
 from mako.logs import METRICS_COLUMNS  # noqa: E402
 
@@ -104,8 +104,9 @@ def main(argv=None):
     print(f"built the history root in {time.perf_counter() - t0:.1f}s "
           f"(journal {os.path.getsize(root / 'state/JOURNAL.md') / 2**20:.0f} MB, "
           f"metrics {os.path.getsize(root / 'logs/metrics.csv') / 2**20:.1f} MB)", flush=True)
-    env = clean_env(base / "pycache")
-    status_cmd = [sys.executable, str(CODE / "status.py"), "--config", str(config)]
+    env = clean_env()
+    code = code_copy(base / "code", compiled=True)
+    status_cmd = [sys.executable, str(code / "status.py"), "--config", str(config)]
     floor_cmd = [sys.executable, "-c", "import yaml"]
     _, screen = timed(status_cmd, env)  # warm the bytecode cache
     times = {"floor": [], "status": [], "status --json": []}

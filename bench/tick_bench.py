@@ -124,10 +124,11 @@ def clean_env():
 
 
 def code_copy(dest, compiled):
-    """The code as installed: tick.py, mako/, prompts/ and seed/; with its bytecode compiled as install.sh
-    does, or with none (a folder Python may not write to, never compiled)."""
+    """The code as installed: the entry points, mako/, prompts/ and seed/; with its bytecode compiled as
+    install.sh does, or with none (a folder Python may not write to, never compiled)."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(CODE / "tick.py", dest / "tick.py")
+    for script in CODE.glob("*.py"):
+        shutil.copy2(script, dest / script.name)
     for name in ("mako", "prompts", "seed"):
         shutil.copytree(CODE / name, dest / name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
