@@ -64,7 +64,7 @@ def main(argv=None):
         metrics = root / "metrics.csv"
         write_year(metrics, args.rows)
         config = root / "config.yaml"
-        config.write_text(f"paths:\n  root: {root}\n", encoding="utf-8")
+        config.write_text(f"llm: {{}}\npaths:\n  root: {root}\n", encoding="utf-8")
         cmd = [sys.executable, str(CODE / "analyse.py"), "--config", str(config), "--metrics", str(metrics)]
         times = []
         for _ in range(args.runs):

@@ -38,7 +38,7 @@ def main():
         root = Path(tmp) / "root"
         root.mkdir()
         config = root / "config.yaml"
-        config.write_text(f"paths:\n  root: {root}\nsupervisor:\n  tick_interval_s: 3600\n"
+        config.write_text(f"llm: {{}}\npaths:\n  root: {root}\nsupervisor:\n  tick_interval_s: 3600\n"
                           "  scribe_interval_s: 7200\n")
         scripts = Path(tmp) / "scripts"
         scripts.mkdir()
