@@ -16,9 +16,6 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
-import urllib3
-
 from .approvals import GATED_TYPES, is_gated, spend_problem
 from .errors import PathRefused
 from .fileio import ensure_dir, read_head
@@ -243,6 +240,8 @@ def do_http_get(ctx, action):
 def bounded_request(ctx, method, url, **kwargs):
     """One HTTP request within `http_timeout_s` (and the run's deadline), reading at most
     `http_response_max_bytes` of the body: (status, final URL, content type, scrubbed text, truncated?)."""
+    import requests  # here, not at the top: only a tick that fetches a page pays for loading it
+    import urllib3
     timeout = _time_left(ctx, ctx.cfg.tick.http_timeout_s)
     limit = ctx.cfg.tick.http_response_max_bytes
 

@@ -10,7 +10,6 @@ press by one, gets past it; everything else comes back with the reason it was ig
 import json
 import logging
 import time
-from urllib.parse import urlsplit
 
 from .errors import MakoError
 from .redact import scrub_with_token
@@ -55,9 +54,9 @@ class BotApiError(MakoError):
 class BotApi:
     """The Bot API methods listen.py needs; each returns the `result` or raises BotApiError.
 
-    It speaks HTTP through the standard library on one kept-alive connection rather than `requests`: the
-    poller sits in memory through every idle gap, and `requests` alone would double its size (§20's idle
-    cost target). Replies go out through TelegramClient, loaded only when there is something to say.
+    It speaks HTTP through `net.Connection` (the standard library, one kept-alive connection): the poller
+    sits in memory through every idle gap, and `requests` alone would double its size (§20's idle cost
+    target). Replies go out through TelegramClient, loaded only when there is something to say.
     """
 
     def __init__(self, tg, redactor, deadline=None, clock=time.time):
@@ -65,53 +64,24 @@ class BotApi:
         self.redactor = redactor
         self.deadline = deadline  # epoch time no call may outlast (None: no limit but each call's own)
         self.clock = clock
-        self.base = urlsplit(tg.api_base_url)
         self.conn = None
 
     def scrub(self, text):
         return scrub_with_token(self.redactor, self.tg.bot_token, text)
 
-    def _connect(self, timeout):
-        # Imported here, not at the top: the supervisor reads off_reason() from this module and stays small.
-        import http.client
-        import ssl
-        if self.conn is None:
-            host, port = self.base.hostname, self.base.port
-            if self.base.scheme == "https":
-                self.conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                                        context=ssl.create_default_context())
-            else:
-                self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        return self.conn
-
     def _exchange(self, method, params, read_timeout):
-        """(status, reason, body bytes) of one POST; the whole exchange ends by `read_timeout` seconds."""
-        deadline = self.clock() + read_timeout
-        conn = self._connect(min(CONNECT_TIMEOUT_S, read_timeout))
-        path = f"{self.base.path.rstrip('/')}/bot{self.tg.bot_token}/{method}"
-        body = json.dumps(params).encode("utf-8")
-        try:
-            conn.timeout = min(CONNECT_TIMEOUT_S, read_timeout)
-            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-            conn.sock.settimeout(max(0.1, deadline - self.clock()))
-            resp = conn.getresponse()
-            data = bytearray()
-            # Read in pieces so a server that drips its answer cannot hold the run past its deadline.
-            while True:
-                if self.clock() > deadline:
-                    raise TimeoutError("read timed out")
-                chunk = resp.read1(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > MAX_BODY_BYTES:
-                    raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
-            if resp.will_close:
-                self.close()
-            return resp.status, resp.reason, bytes(data)
-        except BaseException:
-            self.close()  # a half-read connection is never reused
-            raise
+        """(status, reason, body bytes) of one POST; the whole body has arrived by `read_timeout` seconds."""
+        # Imported here, not at the top: the supervisor reads off_reason() from this module and stays small.
+        from .net import Connection
+        if self.conn is None:
+            self.conn = Connection(self.tg.api_base_url)
+        url = f"{self.tg.api_base_url}/bot{self.tg.bot_token}/{method}"
+        resp = self.conn.request("POST", url, json.dumps(params).encode("utf-8"),
+                                 {"Content-Type": "application/json"}, min(CONNECT_TIMEOUT_S, read_timeout),
+                                 read_timeout, MAX_BODY_BYTES)
+        if not resp.complete:
+            raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
+        return resp.status, resp.reason, resp.body
 
     def call(self, method, params, read_timeout=CALL_TIMEOUT_S):
         from http.client import HTTPException
@@ -179,11 +149,9 @@ class BotApi:
             return False
 
     def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _is_int(value):

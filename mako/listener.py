@@ -154,8 +154,8 @@ class Listener:
                 self.say(self.summary())
 
     def _client(self):
-        """The TelegramClient for replies and decision posts, made on first use: it loads `requests`,
-        which an idle listener does without."""
+        """The TelegramClient for replies and decision posts, made on first use: an idle listener does
+        without its code."""
         if self.telegram is None:
             from .telegram import TelegramClient
             self.telegram = TelegramClient(self.tg, self.redactor, deadline=self.until, clock=self.clock)

@@ -15,15 +15,12 @@ import zlib
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
-import requests
-import urllib3
-
 from . import __version__
 from .cooldowns import TIMEOUTS_FOR_COOLDOWN, Cooldowns
 from .errors import AllProvidersFailed, ProviderError
 from .fileio import atomic_write, read_text
 from .logs import iso_at
-from .net import EncodingRefused, read_body, within
+from .net import Connection, EncodingRefused, within
 from .text import truncate
 
 log = logging.getLogger(__name__)
@@ -88,37 +85,36 @@ def build_request(provider, system, user, session_id=None):
     return f"{provider.base_url}/chat/completions", headers, body
 
 
-def _post(session, url, headers, body, read_timeout):
+def _post(url, headers, body, read_timeout):
     """(status, body bytes, response headers); transport failures become ProviderError.
 
     The whole exchange is bounded by `read_timeout` of wall time: a provider dripping its headers or its
     body must not keep the fallback from its turn.
     """
+    from http.client import HTTPException
     connect = min(CONNECT_TIMEOUT_S, read_timeout)
+    try:
+        conn = Connection(url)
+    except ValueError as e:
+        raise ProviderError("connection", f"bad base_url: {e}") from None
 
     def exchange():
-        resp = session.post(url, data=json.dumps(body).encode("utf-8"), headers=headers,
-                            timeout=(connect, read_timeout), stream=True, allow_redirects=False)
-        try:
-            data, complete = read_body(resp, MAX_BODY_BYTES)
-        finally:
-            resp.close()
-        if not complete:
+        resp = conn.request("POST", url, json.dumps(body).encode("utf-8"), headers, connect, read_timeout,
+                            MAX_BODY_BYTES)
+        if not resp.complete:
             raise ProviderError("bad_json", f"reply larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
-        return resp.status_code, data, resp.headers
+        return resp.status, resp.body, resp.headers
 
     try:
         return within(read_timeout, exchange)
-    except TimeoutError:
+    except TimeoutError:  # the wall-clock limit, or a socket timeout while connecting or reading
         raise ProviderError("timeout", f"no complete reply within {read_timeout:.1f}s") from None
-    except requests.Timeout as e:
-        raise ProviderError("timeout", f"{type(e).__name__}: {e}") from None
-    except urllib3.exceptions.ReadTimeoutError as e:
-        raise ProviderError("timeout", f"ReadTimeout: {e}") from None
     except (EncodingRefused, zlib.error) as e:
         raise ProviderError("bad_json", f"reply body refused: {e}") from None
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+    except (HTTPException, OSError, ValueError) as e:
         raise ProviderError("connection", f"{type(e).__name__}: {e}") from None
+    finally:
+        conn.close()
 
 
 def _json(text):
@@ -257,14 +253,14 @@ def _record(provider, redactor, url=None, request=None):
             "ok": False, "cooldown_until": None}
 
 
-def _attempt(session, provider, system, user, read_timeout, redactor, cooldowns, session_id, clock):
+def _attempt(provider, system, user, read_timeout, redactor, cooldowns, session_id, clock):
     """One provider call: (record, (content, prompt_tokens, completion_tokens) or None)."""
     url, headers, body = build_request(provider, system, user, session_id)
     rec = _record(provider, redactor, url, {"headers": redactor.headers(headers), "body": redactor.obj(body)})
     start = time.monotonic()
     result = None
     try:
-        status, raw, resp_headers = _post(session, url, headers, body, read_timeout)
+        status, raw, resp_headers = _post(url, headers, body, read_timeout)
         rec["status"] = status
         text = raw.decode("utf-8", "replace")
         rec["response_body"] = truncate(redactor.text(text), RECORD_BODY_MAX)
@@ -324,43 +320,42 @@ def call_providers(cfg, system_prompt, user_message, deadline, redactor, clock=t
     attempts = []
     wall = 0.0
     plan = _plan(providers, cooldowns)
-    with requests.Session() as session:
-        for i, (provider, cooling_until, go) in enumerate(plan):
-            label = f"{provider.name} {provider.type}/{provider.model}"
-            if not go:
-                attempts.append(_skipped(provider, redactor, "cooling_down",
-                                         f"on cool-down until {iso_at(cooling_until)}"))
-                log.info("%s: skipped, on cool-down until %s", label, iso_at(cooling_until))
-                continue
-            remaining = deadline - clock() - RESERVE_S
-            if remaining < MIN_ATTEMPT_S:
-                attempts.append(_skipped(provider, redactor, "timeout",
-                                         f"not started: {max(remaining, 0):.1f}s left before the run deadline"))
-                log.warning("%s: not tried, the run deadline is too close", label)
-                continue
-            session_id = opencode_session_id(cfg.paths.private) if provider.type == "openai_compat" else None
-            rec, result = _attempt(session, provider, system, user, _attempt_budget(plan, i, remaining),
-                                   redactor, cooldowns, session_id, clock)
-            attempts.append(rec)
-            wall += rec["wall_s"]
-            if result is None:
-                # One short line: the whole error text is in the payload's llm_attempts.
-                log.warning("%s: failed (%s) in %.1fs", label, rec["kind"], rec["wall_s"])
-                if rec["kind"] == "timeout":
-                    until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
-                    if until:
-                        rec["cooldown_until"] = iso_at(until)
-                        log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
-                                    TIMEOUTS_FOR_COOLDOWN, iso_at(until))
-                elif not rec["cooldown_until"]:
-                    cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
-                continue
-            log.info("%s: ok in %.1fs", label, rec["wall_s"])
-            cooldowns.clear(provider)
-            content, prompt, completion = result
-            return LLMResult(slot=provider.name, type=provider.type, model=provider.model, content=content,
-                             attempts=attempts, prompt_tokens=prompt, completion_tokens=completion,
-                             wall_s=round(wall, 3))
+    for i, (provider, cooling_until, go) in enumerate(plan):
+        label = f"{provider.name} {provider.type}/{provider.model}"
+        if not go:
+            attempts.append(_skipped(provider, redactor, "cooling_down",
+                                     f"on cool-down until {iso_at(cooling_until)}"))
+            log.info("%s: skipped, on cool-down until %s", label, iso_at(cooling_until))
+            continue
+        remaining = deadline - clock() - RESERVE_S
+        if remaining < MIN_ATTEMPT_S:
+            attempts.append(_skipped(provider, redactor, "timeout",
+                                     f"not started: {max(remaining, 0):.1f}s left before the run deadline"))
+            log.warning("%s: not tried, the run deadline is too close", label)
+            continue
+        session_id = opencode_session_id(cfg.paths.private) if provider.type == "openai_compat" else None
+        rec, result = _attempt(provider, system, user, _attempt_budget(plan, i, remaining),
+                               redactor, cooldowns, session_id, clock)
+        attempts.append(rec)
+        wall += rec["wall_s"]
+        if result is None:
+            # One short line: the whole error text is in the payload's llm_attempts.
+            log.warning("%s: failed (%s) in %.1fs", label, rec["kind"], rec["wall_s"])
+            if rec["kind"] == "timeout":
+                until = cooldowns.timed_out(provider, cfg.llm.timeout_cooldown_s)
+                if until:
+                    rec["cooldown_until"] = iso_at(until)
+                    log.warning("%s: timed out %d times in a row; on cool-down until %s", label,
+                                TIMEOUTS_FOR_COOLDOWN, iso_at(until))
+            elif not rec["cooldown_until"]:
+                cooldowns.end_timeout_row(provider)  # a failure that cost no waiting breaks the row
+            continue
+        log.info("%s: ok in %.1fs", label, rec["wall_s"])
+        cooldowns.clear(provider)
+        content, prompt, completion = result
+        return LLMResult(slot=provider.name, type=provider.type, model=provider.model, content=content,
+                         attempts=attempts, prompt_tokens=prompt, completion_tokens=completion,
+                         wall_s=round(wall, 3))
     if not providers:
         summary = "no provider configured"
     else:

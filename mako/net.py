@@ -1,17 +1,28 @@
-"""Network reads bounded by wall time and by size, whatever the installed requests and urllib3 do.
+"""HTTP for mako's own endpoints, and network reads bounded by wall time and by size.
+
+`Connection` speaks HTTP/1.1 to one origin (an LLM provider, the Bot API) through the standard library on
+one kept-alive connection. A tick makes one provider call and a few posts; `requests` would cost every tick
+more than all of mako's own code does (docs/PERFORMANCE.md). It keeps what these calls need of what
+`requests` did: verified TLS against the system's CA store (SSL_CERT_FILE and SSL_CERT_DIR honoured), the
+proxy variables (https_proxy, http_proxy, all_proxy, no_proxy; an http:// proxy, with user:password if
+given), and no redirects (a provider or the Bot API that redirects has answered with an error). The http
+actions, which fetch any page and follow redirects, use `requests`, loaded when one runs.
 
 A read timeout restarts with every byte, so a server that drips its headers or body one byte at a time
 would hold a call for ever: `within` runs the whole exchange (connect, headers, body) in a helper thread
 and gives up on it at a wall-clock limit. The process moves on; the abandoned thread ends with the
-connection (a tick is a short-lived process).
+connection, which the caller closes.
 
-Bodies are read raw (`decode_content=False`) and decompressed here with a bounded decompressor, so the
-size cap holds for a gzip bomb — or a gzip inside a gzip — under urllib3 1.26 as under 2.x.
+Bodies are read raw and decompressed here with a bounded decompressor, so the size cap holds for a gzip
+bomb — or a gzip inside a gzip — whichever client read them.
 """
 
+import base64
+import os
 import threading
 import time
 import zlib
+from urllib.parse import unquote, urlsplit
 
 CHUNK = 64 * 1024
 
@@ -98,3 +109,139 @@ def read_body(resp, max_bytes, deadline=None):
             break
     data, decoded_complete = decode(bytes(raw), resp.headers.get("Content-Encoding"), max_bytes)
     return data, complete and decoded_complete and len(data) <= max_bytes
+
+
+class Response:
+    """What `Connection.request` read: status, reason, headers (case-insensitive .get), the decoded body (at
+    most max_bytes + 1 bytes) and whether it was all there."""
+
+    def __init__(self, status, reason, headers, body, complete):
+        self.status, self.reason, self.headers, self.body, self.complete = status, reason, headers, body, complete
+
+
+def _no_proxy_match(host, port, no_proxy):
+    """True when `host` is listed in a no_proxy value: `*`, a name (itself and its subdomains, with or
+    without a leading dot), host:port, or an address or CIDR block."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.lstrip(".").strip("[]")
+        if host == name or host.endswith("." + name):
+            return True
+        if "/" in name or name[:1].isdigit() or ":" in name:
+            import ipaddress
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def proxy_for(scheme, host, port, environ=None):
+    """The proxy URL the environment sets for this origin, or None (lower-case names win, as in curl)."""
+    env = os.environ if environ is None else environ
+
+    def var(name):
+        return env.get(name) or env.get(name.upper()) or ""
+
+    if _no_proxy_match(host, port, var("no_proxy")):
+        return None
+    return var(f"{scheme}_proxy") or var("all_proxy") or None
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection to the origin of `base_url`. A request that fails or is cut short
+    closes it; the next one connects again."""
+
+    def __init__(self, base_url, environ=None):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+        self.scheme, self.host = parts.scheme, parts.hostname
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        self.proxy = proxy_for(self.scheme, self.host, self.port, environ)
+        self.conn = None
+
+    def _connect(self, timeout):
+        import http.client
+        if self.conn is not None:
+            return self.conn
+        context = None
+        if self.scheme == "https":
+            import ssl
+            context = ssl.create_default_context()
+        if not self.proxy:
+            if context is not None:
+                self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=context)
+            else:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            return self.conn
+        proxy = urlsplit(self.proxy if "://" in self.proxy else "http://" + self.proxy)
+        if proxy.scheme != "http" or not proxy.hostname:
+            raise ValueError(f"proxy scheme {proxy.scheme!r} is not supported (only http:// proxies)")
+        auth = {}
+        if proxy.username is not None:
+            pair = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+            auth["Proxy-Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        if context is not None:  # a CONNECT tunnel through the proxy, TLS end to end
+            self.conn = http.client.HTTPSConnection(proxy.hostname, proxy.port or 80, timeout=timeout,
+                                                    context=context)
+            self.conn.set_tunnel(self.host, self.port, headers=auth)
+        else:  # the proxy is asked for the absolute URL
+            self.conn = http.client.HTTPConnection(proxy.hostname, proxy.port or 80, timeout=timeout)
+            self.conn.proxy_headers = auth
+        return self.conn
+
+    def request(self, method, url, body=None, headers=None, connect_timeout=10.0, read_timeout=30.0,
+                max_bytes=CHUNK):
+        """One exchange on this connection: a Response. Raises OSError (TimeoutError for a timeout),
+        http.client.HTTPException or ValueError (a bad URL or header, a refused encoding)."""
+        parts = urlsplit(url)
+        if (parts.scheme, parts.hostname, parts.port or self.port) != (self.scheme, self.host, self.port):
+            raise ValueError("the URL is not on this connection's origin")
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        deadline = time.monotonic() + read_timeout
+        conn = self._connect(connect_timeout)
+        headers = dict(headers or {})
+        if self.proxy and self.scheme == "http":
+            target = f"http://{parts.netloc.rpartition('@')[2]}{target}"
+            headers.update(conn.proxy_headers)
+        try:
+            conn.timeout = connect_timeout
+            conn.request(method, target, body=body, headers=headers)
+            conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            resp = conn.getresponse()
+            raw = bytearray()
+            complete = True
+            while True:  # in pieces, so a server that drips its body cannot hold the call past its deadline
+                if time.monotonic() > deadline:
+                    raise TimeoutError("body still arriving at the deadline")
+                chunk = resp.read1(min(CHUNK, max_bytes + 1 - len(raw)))
+                if not chunk:
+                    break
+                raw += chunk
+                if len(raw) > max_bytes:
+                    complete = False
+                    break
+            data, decoded_complete = decode(bytes(raw), resp.getheader("Content-Encoding"), max_bytes)
+            if not complete or resp.will_close:
+                self.close()
+            return Response(resp.status, resp.reason, resp.msg, data,
+                            complete and decoded_complete and len(data) <= max_bytes)
+        except BaseException:
+            self.close()  # a half-read connection is never reused
+            raise
+
+    def close(self):
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()

@@ -9,11 +9,8 @@ import json
 import logging
 import time
 
-import requests
-import urllib3
-
 from .config import THREAD_NAMES
-from .net import read_body, within
+from .net import Connection, within
 from .redact import scrub_with_token
 
 log = logging.getLogger(__name__)
@@ -107,7 +104,7 @@ class TelegramClient:
         self.clock = clock
         self.sleep = sleep
         self.records = []
-        self._session = None
+        self._conn = None
 
     def scrub(self, text):
         return scrub_with_token(self.redactor, self.tg.bot_token, text)
@@ -163,8 +160,7 @@ class TelegramClient:
             payload["message_thread_id"] = thread_id
         if reply_markup:
             payload["reply_markup"] = reply_markup
-        if self._session is None:
-            self._session = requests.Session()
+        from http.client import HTTPException
         rate_limited = 0
         transient_retried = False
         while True:
@@ -185,7 +181,8 @@ class TelegramClient:
                     data = {}
                 if not isinstance(data, dict):
                     data = {}
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            except (HTTPException, OSError, ValueError) as e:
+                self.close()  # an exchange given up on may still hold the connection
                 error = self.scrub(f"{type(e).__name__}: {e}")[:500]
             if status == 200 and data.get("ok") is True:
                 result = data.get("result") if isinstance(data.get("result"), dict) else {}
@@ -215,10 +212,12 @@ class TelegramClient:
             return False
 
     def _exchange(self, url, payload, read):
-        resp = self._session.post(url, json=payload, timeout=(min(CONNECT_TIMEOUT_S, read), read), stream=True)
-        with resp:
-            body, _ = read_body(resp, MAX_REPLY_BYTES)
-        return resp.status_code, body
+        if self._conn is None:
+            self._conn = Connection(self.tg.api_base_url)
+        resp = self._conn.request("POST", url, json.dumps(payload).encode("utf-8"),
+                                  {"Content-Type": "application/json"}, min(CONNECT_TIMEOUT_S, read), read,
+                                  MAX_REPLY_BYTES)
+        return resp.status, resp.body[:MAX_REPLY_BYTES]
 
     @staticmethod
     def _retry_after(data):
@@ -238,6 +237,6 @@ class TelegramClient:
         return rec
 
     def close(self):
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

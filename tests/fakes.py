@@ -97,7 +97,8 @@ class _Server(ThreadingHTTPServer):
 class FakeServer:
     """Base fake: request log, per-path reply queues, a happy `default(req)` answer."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """`tls`: a server-side ssl.SSLContext to serve HTTPS with instead of HTTP."""
         self.requests = []
         self._queues = defaultdict(deque)
         self._lock = threading.Lock()
@@ -114,8 +115,10 @@ class FakeServer:
                 pass
 
         self._server = _Server(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{type(self).__name__}:{self.port}", daemon=True)
         self._thread.start()
@@ -313,11 +316,11 @@ class FakeOllama(FakeServer):
 
     MESSAGE_KEYS = ("role", "thinking", "tool_calls")
 
-    def __init__(self, api_key=None, content='{"work_done": "ok"}', models=("qwen3.5",)):
+    def __init__(self, api_key=None, content='{"work_done": "ok"}', models=("qwen3.5",), tls=None):
         self.api_key = api_key
         self.content = content
         self.models = list(models)
-        super().__init__()
+        super().__init__(tls)
 
     ollama_usage_limit = staticmethod(ollama_usage_limit)
     ollama_thinking_only = staticmethod(ollama_thinking_only)
@@ -442,13 +445,13 @@ class FakeOpenAI(FakeServer):
     CHOICE_KEYS = ("finish_reason", "logprobs", "index")
 
     def __init__(self, api_key=None, content='{"work_done": "ok"}', models=("qwen3.6",), opencode=True,
-                 require_session=False):
+                 require_session=False, tls=None):
         self.api_key = api_key
         self.content = content
         self.models = list(models)
         self.opencode = opencode
         self.require_session = require_session
-        super().__init__()
+        super().__init__(tls)
 
     go_usage_limit = staticmethod(go_usage_limit)
     error_envelope_200 = staticmethod(error_envelope_200)
@@ -557,7 +560,8 @@ class FakeTelegram(FakeServer):
     message_thread_id values (1, General, is always refused, as by the real server).
     """
 
-    def __init__(self, token="123456789:AAE-fake-test-token-abcdefghijklmnopq", chat_id=None, threads=None):
+    def __init__(self, token="123456789:AAE-fake-test-token-abcdefghijklmnopq", chat_id=None, threads=None,
+                 tls=None):
         self.token = token
         self.chat_id = chat_id
         self.threads = set(threads) if threads is not None else None
@@ -576,7 +580,7 @@ class FakeTelegram(FakeServer):
         self.answers = []
         self.edits = []
         self.deliveries = Counter()  # update_id -> how many times a poll returned it
-        super().__init__()
+        super().__init__(tls)
 
     tg_429 = staticmethod(tg_429)
     tg_error = staticmethod(tg_error)
@@ -816,3 +820,87 @@ class FakeTelegram(FakeServer):
                 if thread_id is ... or tid == thread_id:
                     out.append(params["text"])
             return out
+
+
+class FakeProxy:
+    """An HTTP forward proxy on 127.0.0.1: CONNECT tunnels (for https://) and absolute-form requests (for
+    http://), each relayed to its target with `Connection: close`. `seen` holds (request line,
+    Proxy-Authorization or None) for every request it was asked."""
+
+    def __init__(self):
+        self.seen = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, name=f"FakeProxy:{self.port}", daemon=True).start()
+
+    def _accept(self):
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _head(conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return None, b""
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return head.decode("latin-1").split("\r\n"), rest
+
+    def _serve(self, conn):
+        with conn:
+            lines, rest = self._head(conn)
+            if not lines:
+                return
+            auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                         if line.lower().startswith("proxy-authorization:")), None)
+            self.seen.append((lines[0], auth))
+            method, target, version = lines[0].split(" ", 2)
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                with socket.create_connection((host, int(port)), timeout=10) as upstream:
+                    conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    self._relay(conn, upstream, rest)
+                return
+            parts = urlsplit(target)
+            headers = [line for line in lines[1:] if not line.lower().startswith(("proxy-", "connection:"))]
+            head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} {version}",
+                    *headers, "Connection: close"]
+            with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as upstream:
+                upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+                self._relay(conn, upstream, rest)
+
+    @staticmethod
+    def _relay(client, upstream, first):
+        import selectors
+        if first:
+            upstream.sendall(first)
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, upstream)
+        sel.register(upstream, selectors.EVENT_READ, client)
+        while True:
+            events = sel.select(timeout=10)
+            if not events:
+                return
+            for key, _ in events:
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+
+    def close(self):
+        self._closing.set()
+        self._listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,134 @@
+"""mako's own HTTP client (net.Connection): verified TLS, the proxy variables, and a tick that goes through
+them end to end. The http actions use requests and are tested with the actions."""
+
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import BOT_TOKEN, Root, reply
+from fakes import FakeOllama, FakeOpenAI, FakeProxy, FakeTelegram
+from mako.net import Connection, proxy_for
+
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (cert file, server-side context)."""
+    if not shutil.which("openssl"):
+        pytest.fail("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    crt, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(crt, key)
+    return crt, server
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch):
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def proxy():
+    with FakeProxy() as p:
+        yield p
+
+
+def get_me(conn, url):
+    resp = conn.request("POST", url, b"{}", {"Content-Type": "application/json"}, 5, 5, 1 << 20)
+    return resp.status, resp.body
+
+
+@pytest.mark.parametrize("no_proxy, host, port, bypass", [
+    ("", "api.example.com", 443, False),
+    ("*", "api.example.com", 443, True),
+    ("example.com", "api.example.com", 443, True),
+    (".example.com", "api.example.com", 443, True),
+    ("example.com", "example.com", 443, True),
+    ("example.com", "badexample.com", 443, False),
+    ("api.example.com:8443", "api.example.com", 443, False),
+    ("api.example.com:443", "api.example.com", 443, True),
+    (" other.org , example.com ", "api.example.com", 443, True),
+    ("127.0.0.0/8", "127.0.0.1", 80, True),
+    ("10.0.0.0/8", "127.0.0.1", 80, False),
+    ("127.0.0.1", "127.0.0.1", 8080, True),
+    ("not a network/99", "127.0.0.1", 80, False),
+])
+def test_proxy_for_follows_no_proxy(no_proxy, host, port, bypass):
+    env = {"HTTPS_PROXY": "http://proxy.internal:3128", "http_proxy": "http://proxy.internal:3128",
+           "NO_PROXY": no_proxy}
+    assert proxy_for("https", host, port, env) == (None if bypass else "http://proxy.internal:3128")
+
+
+def test_proxy_for_lower_case_wins_and_all_proxy_is_the_fallback():
+    assert proxy_for("https", "h", 443, {"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:1"}) == "http://a:1"
+    assert proxy_for("https", "h", 443, {"ALL_PROXY": "http://c:1"}) == "http://c:1"
+    assert proxy_for("http", "h", 80, {"https_proxy": "http://a:1"}) is None
+    assert proxy_for("https", "h", 443, {}) is None
+
+
+def test_tls_is_verified_against_the_ca_store(cert, clean_proxy_env):
+    crt, server = cert
+    with FakeTelegram(token=BOT_TOKEN, tls=server) as tg:
+        url = f"{tg.url}/bot{BOT_TOKEN}/getMe"
+        # Not trusted: the handshake is refused before any request is sent.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            get_me(Connection(tg.url), url)
+        assert tg.requests == []
+        clean_proxy_env.setenv("SSL_CERT_FILE", str(crt))  # trusted the way an operator adds a CA
+        assert get_me(Connection(tg.url), url)[0] == 200
+        assert [r.route for r in tg.requests] == [f"/bot{BOT_TOKEN}/getMe"]
+
+
+def test_http_proxy_gets_the_absolute_url_with_its_credentials(proxy, clean_proxy_env):
+    with FakeTelegram(token=BOT_TOKEN) as tg:
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://ops%40site:p%3Ass@127.0.0.1:{proxy.port}")
+        url = f"{tg.url}/bot{BOT_TOKEN}/getMe"
+        assert get_me(Connection(tg.url), url)[0] == 200
+        assert proxy.seen == [(f"POST {url} HTTP/1.1", "Basic " + base64.b64encode(b"ops@site:p:ss").decode())]
+        assert len(tg.requests) == 1
+        # no_proxy: the same call goes straight to the server.
+        clean_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+        assert get_me(Connection(tg.url), url)[0] == 200
+        assert len(proxy.seen) == 1 and len(tg.requests) == 2
+
+
+def test_unsupported_proxy_scheme_is_a_clear_error(clean_proxy_env):
+    clean_proxy_env.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ValueError, match="socks5"):
+        get_me(Connection("https://api.example.com"), "https://api.example.com/x")
+
+
+def test_connection_refuses_a_url_of_another_origin(clean_proxy_env):
+    with pytest.raises(ValueError, match="origin"):
+        Connection("http://127.0.0.1:1").request("GET", "http://127.0.0.2:1/x")
+
+
+def test_tick_through_an_https_proxy_tunnel(tmp_path, cert, proxy):
+    """A whole tick as the supervisor runs it, with HTTPS_PROXY set and a private CA: the provider call and
+    the Telegram post both go through CONNECT tunnels, and TLS is verified end to end."""
+    crt, server = cert
+    with FakeOllama(tls=server) as ollama, FakeOpenAI() as openai, FakeTelegram(token=BOT_TOKEN, tls=server) as tg:
+        root = Root(tmp_path / "root", ollama, openai, tg)
+        ollama.reply_content(reply(work_done="reached through the proxy"))
+        env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
+        env.update(HTTPS_PROXY=f"http://u:pw@127.0.0.1:{proxy.port}", SSL_CERT_FILE=str(crt))
+        proc = root.run("tick.py", env=env)
+        assert proc.returncode == 0, proc.stderr
+        tunnels = [line for line, auth in proxy.seen if auth == "Basic " + base64.b64encode(b"u:pw").decode()]
+        assert f"CONNECT 127.0.0.1:{ollama.port} HTTP/1.0" in tunnels
+        assert f"CONNECT 127.0.0.1:{tg.port} HTTP/1.0" in tunnels
+        assert root.payload(1)["llm_attempts"][0]["ok"] is True
+        assert any("reached through the proxy" in t for t in tg.texts())
+        assert openai.requests == []
