@@ -3,9 +3,11 @@
 
 Against an instant local fake Ollama and a fake Telegram, it prints the medians of several runs of:
 
-1. the whole `tick.py` subprocess divided by `python3 -c "import requests, yaml"` (the floor any entry
-   point pays; target <= 1.15), once with mako/'s bytecode compiled as install.sh does and once with none
-   (a code folder Python may not write to), both with PYTHONDONTWRITEBYTECODE set as under systemd;
+1. the whole `tick.py` subprocess divided by `python3 -c "import requests, yaml"` (the floor; target
+   <= 1.15) in both cases a tick meets: Python may cache bytecode (a normal install), and it may not
+   (PYTHONDONTWRITEBYTECODE set, as under systemd) and reads what install.sh compiled; a third row, for
+   diagnosis, is a code folder never compiled that Python may not write to, where every tick compiles
+   mako/ again (install.sh is there so this never happens);
 2. the same tick on a root carrying a long history (a 200 MB state/JOURNAL.md, a 100,000-line
    pending/pending_actions.jsonl, a 100,000-row logs/metrics.csv and 10,000 notes files) divided by the tick
    on a fresh root (target <= 1.1: nothing may read a whole history file), once for a typical reply and
@@ -115,11 +117,14 @@ def fill_history(root):
         (notes / f"note-{i:05d}.md").write_text(body)
 
 
-def clean_env():
-    """The environment of a tick under systemd: no secret overrides, and no bytecode written at run time
-    (what is cached is what install.sh compiled)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKO_") and k != "PYTHONPYCACHEPREFIX"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+def clean_env(write_bytecode=False):
+    """The environment of a tick under systemd: no secret overrides or proxies, and (unless
+    `write_bytecode`) no bytecode written at run time: what is cached is what install.sh compiled."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKO_") and k != "PYTHONPYCACHEPREFIX"
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+           and k != "PYTHONDONTWRITEBYTECODE"}
+    if not write_bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
@@ -185,7 +190,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="tick-bench-") if not args.keep else None
     base = Path(args.keep or tmp_ctx.name)
-    env = clean_env()
+    env, caching_env = clean_env(), clean_env(write_bytecode=True)
     cached, plain = code_copy(base / "code-compiled", True), code_copy(base / "code-plain", False)
     with FakeOllama(api_key=KEY, content=typical_reply()) as ollama, FakeTelegram(token=TOKEN) as telegram:
         fresh, big = base / "fresh", base / "big"
@@ -209,19 +214,22 @@ def main(argv=None):
         timed(tick_cmd(configs["fresh"], cached), env)
         written = bytes_written(before, snapshot(fresh))
 
-        times = {"floor": [], "fresh": [], "uncompiled": [], "big": [], "fresh+gated": [], "big+gated": [],
-                 "nosync": []}
+        times = {"floor": [], "fresh": [], "floor, caching": [], "caching": [], "uncompiled": [], "big": [],
+                 "fresh+gated": [], "big+gated": [], "nosync": []}
         cpu = {k: [] for k in times}
+        envs = {"nosync": nosync_env, "floor, caching": caching_env, "caching": caching_env}
         for _ in range(args.runs):
             for key, cmd, gated in (("floor", floor_cmd, False),
                                     ("fresh", tick_cmd(configs["fresh"], cached), False),
+                                    ("floor, caching", floor_cmd, False),
+                                    ("caching", tick_cmd(configs["fresh"], cached), False),
                                     ("uncompiled", tick_cmd(configs["fresh"], plain), False),
                                     ("big", tick_cmd(configs["big"], cached), False),
                                     ("fresh+gated", tick_cmd(configs["fresh"], cached), True),
                                     ("big+gated", tick_cmd(configs["big"], cached), True),
                                     ("nosync", tick_cmd(configs["fresh"], cached), False)):
                 ollama.content = typical_reply(gated)
-                wall, used = timed(cmd, nosync_env if key == "nosync" else env)
+                wall, used = timed(cmd, envs.get(key, env))
                 times[key].append(wall)
                 cpu[key].append(used)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -229,15 +237,18 @@ def main(argv=None):
 
     print(f"\nmedians of {args.runs} runs (s)                    wall     cpu   (wall range)")
     for key, label in (("floor", 'python3 -c "import requests, yaml"'), ("fresh", "tick, fresh root"),
-                       ("uncompiled", "tick, fresh root, no bytecode for mako/"),
+                       ("floor, caching", "  floor, Python may cache bytecode"),
+                       ("caching", "  tick, Python may cache bytecode"),
+                       ("uncompiled", "tick, fresh root, never compiled (diag.)"),
                        ("big", "tick, history root"), ("fresh+gated", "tick + gated action, fresh root"),
                        ("big+gated", "tick + gated action, history root"),
                        ("nosync", "tick, fresh root, fsync a no-op (diag.)")):
         spread = f"{min(times[key]):.3f}-{max(times[key]):.3f}"
         print(f"  {label:<40} {med[key]:7.3f} {med_cpu[key]:7.3f}   ({spread})")
     rows = [
-        ("tick / import floor", "floor", "fresh", 1.15),
-        ("  mako/ not compiled", "floor", "uncompiled", 1.15),
+        ("tick / floor, no cache writes", "floor", "fresh", 1.15),
+        ("  Python may cache bytecode", "floor, caching", "caching", 1.15),
+        ("  mako/ never compiled", "floor", "uncompiled", None),
         ("history root / fresh root", "fresh", "big", 1.1),
         ("  with a gated action", "fresh+gated", "big+gated", 1.1),
         ("tick without fsync / floor", "floor", "nosync", None),

@@ -89,26 +89,33 @@ def decode(data, content_encoding, max_bytes):
     return data, complete
 
 
-def read_body(resp, max_bytes, deadline=None):
-    """A requests response's body (stream=True), decoded and capped: (bytes, complete?).
+def read_capped(read, content_encoding, max_bytes, deadline=None):
+    """A body read with `read(n)` (raw bytes, b"" at the end), then decoded; both capped: (bytes, complete?).
 
     `complete` is False when the body (raw or decoded) went over max_bytes; at most max_bytes + 1 bytes
-    are returned so the caller can tell. `deadline` (time.monotonic()) is checked between reads.
+    are returned so the caller can tell. `deadline` (time.monotonic()) is checked between reads, so a
+    server that drips its body cannot hold the call past it.
     """
     raw = bytearray()
     complete = True
     while True:
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError("body still arriving at the deadline")
-        chunk = resp.raw.read(min(CHUNK, max_bytes + 1 - len(raw)), decode_content=False)
+        chunk = read(min(CHUNK, max_bytes + 1 - len(raw)))
         if not chunk:
             break
         raw += chunk
         if len(raw) > max_bytes:
             complete = False
             break
-    data, decoded_complete = decode(bytes(raw), resp.headers.get("Content-Encoding"), max_bytes)
+    data, decoded_complete = decode(bytes(raw), content_encoding, max_bytes)
     return data, complete and decoded_complete and len(data) <= max_bytes
+
+
+def read_body(resp, max_bytes, deadline=None):
+    """A requests response's body (stream=True), read raw, decoded and capped: (bytes, complete?)."""
+    return read_capped(lambda n: resp.raw.read(n, decode_content=False), resp.headers.get("Content-Encoding"),
+                       max_bytes, deadline)
 
 
 class Response:
@@ -217,26 +224,18 @@ class Connection:
             headers.update(conn.proxy_headers)
         try:
             conn.timeout = connect_timeout
+            if conn.sock is not None:  # a kept-alive socket still has the last call's read timeout
+                conn.sock.settimeout(connect_timeout)
             conn.request(method, target, body=body, headers=headers)
             conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
             resp = conn.getresponse()
-            raw = bytearray()
-            complete = True
-            while True:  # in pieces, so a server that drips its body cannot hold the call past its deadline
-                if time.monotonic() > deadline:
-                    raise TimeoutError("body still arriving at the deadline")
-                chunk = resp.read1(min(CHUNK, max_bytes + 1 - len(raw)))
-                if not chunk:
-                    break
-                raw += chunk
-                if len(raw) > max_bytes:
-                    complete = False
-                    break
-            data, decoded_complete = decode(bytes(raw), resp.getheader("Content-Encoding"), max_bytes)
+            try:
+                data, complete = read_capped(resp.read1, resp.getheader("Content-Encoding"), max_bytes, deadline)
+            except zlib.error as e:
+                raise EncodingRefused(f"body does not decode: {e}") from None
             if not complete or resp.will_close:
                 self.close()
-            return Response(resp.status, resp.reason, resp.msg, data,
-                            complete and decoded_complete and len(data) <= max_bytes)
+            return Response(resp.status, resp.reason, resp.msg, data, complete)
         except BaseException:
             self.close()  # a half-read connection is never reused
             raise

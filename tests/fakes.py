@@ -856,26 +856,35 @@ class FakeProxy:
 
     def _serve(self, conn):
         with conn:
-            lines, rest = self._head(conn)
-            if not lines:
-                return
-            auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
-                         if line.lower().startswith("proxy-authorization:")), None)
-            self.seen.append((lines[0], auth))
-            method, target, version = lines[0].split(" ", 2)
-            if method == "CONNECT":
-                host, _, port = target.rpartition(":")
-                with socket.create_connection((host, int(port)), timeout=10) as upstream:
-                    conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    self._relay(conn, upstream, rest)
-                return
-            parts = urlsplit(target)
-            headers = [line for line in lines[1:] if not line.lower().startswith(("proxy-", "connection:"))]
-            head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} {version}",
-                    *headers, "Connection: close"]
-            with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as upstream:
-                upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            try:
+                self._forward(conn)
+            except OSError:  # the target refused or went away: what a real proxy answers
+                try:
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def _forward(self, conn):
+        lines, rest = self._head(conn)
+        if not lines:
+            return
+        auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                     if line.lower().startswith("proxy-authorization:")), None)
+        self.seen.append((lines[0], auth))
+        method, target, version = lines[0].split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=10) as upstream:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 self._relay(conn, upstream, rest)
+            return
+        parts = urlsplit(target)
+        headers = [line for line in lines[1:] if not line.lower().startswith(("proxy-", "connection:"))]
+        head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} {version}",
+                *headers, "Connection: close"]
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as upstream:
+            upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            self._relay(conn, upstream, rest)
 
     @staticmethod
     def _relay(client, upstream, first):
@@ -897,6 +906,10 @@ class FakeProxy:
 
     def close(self):
         self._closing.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the serving thread
+        except OSError:
+            pass
         self._listener.close()
 
     def __enter__(self):
