@@ -14,7 +14,7 @@ import time
 from pathlib import Path, PurePath, PurePosixPath
 
 from .errors import PathRefused
-from .fileio import DISPLACED, DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, move_aside, write_all
+from .fileio import DISPLACED, DIR_MODE, FILE_MODE, atomic_write, ensure_dir, fsync_dir, move_aside, write_all
 
 STATE_SEEDS = ("MISSION.md", "CAPABILITIES.md", "STATE.md", "NEXT.md", "PERSONA.md")
 CODE_NAMES = ("supervisor.py", "tick.py", "scribe.py", "digest.py", "analyse.py", "approve.py", "status.py",
@@ -169,8 +169,25 @@ def _seed(src, dst):
         os.unlink(tmp)
 
 
+SWEEP_STAMP = "temp_sweep"
+SWEEP_EVERY_S = 3600
+
+
+def sweep_due(cfg, now=None):
+    """True when the last sweep for temp files (the stamp's mtime) is over SWEEP_EVERY_S old, or unknown.
+
+    A sweep reads every name in notes/ and logs/ticks/, which grow for ever; once an hour is enough, since
+    only temp files over an hour old are taken anyway."""
+    now = time.time() if now is None else now
+    try:
+        st = os.lstat(cfg.paths.private / SWEEP_STAMP)
+    except FileNotFoundError:
+        return True
+    return not (stat.S_ISREG(st.st_mode) and 0 <= now - st.st_mtime < SWEEP_EVERY_S)
+
+
 def remove_stale_temp_files(cfg, max_age_s=3600):
-    """Delete `.NAME.*.tmp` files a killed writer left behind in the wrapper's folders."""
+    """Delete `.NAME.*.tmp` files a killed writer left behind in the wrapper's folders, then stamp the time."""
     p = cfg.paths
     cutoff = time.time() - max_age_s
     for folder in (p.state, p.private, p.notes, p.pending, p.logs, p.logs / "ticks", p.logs / "scribe"):
@@ -185,6 +202,7 @@ def remove_stale_temp_files(cfg, max_age_s=3600):
                         os.unlink(e.path)
                 except OSError:
                     pass
+    atomic_write(p.private / SWEEP_STAMP, "", durable=False)
 
 
 class PathPolicy:

@@ -21,7 +21,8 @@ from .fileio import FileLock, append, atomic_write, displace, numbered_names
 from .health import safe_record_tick
 from .llm import call_providers
 from .logs import append_metrics, iso
-from .paths import PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files
+from .paths import (PathPolicy, check_layout, check_size, copy_file, ensure_layout, remove_stale_temp_files,
+                    sweep_due)
 from .request import COMPACT_FAIL_LIMIT, assemble, choose_mode, read_int
 from .response import parse_reply
 from .runrecord import RunRecord, outcome_of
@@ -73,7 +74,8 @@ class Tick(RunRecord):
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             try:
-                remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
+                if sweep_due(cfg):
+                    remove_stale_temp_files(cfg)  # litter from a writer killed mid-write, under the lock
                 self.n = counter.next_tick(cfg.paths)
             except Exception as e:  # noqa: BLE001
                 return self.fail_early(e, "taking the tick number")

@@ -546,6 +546,26 @@ def test_tick_clears_stale_temp_files_only(root):
     assert not old.exists() and fresh.exists()
 
 
+def test_tick_sweeps_for_temp_files_once_an_hour(root):
+    root.layout()
+    stamp, litter = root.p("state/.mako/temp_sweep"), root.p("notes/.plan.md.9.tmp")
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0 and stamp.is_file()  # the first tick sweeps
+    litter.write_text("x")
+    os.utime(litter, (time.time() - 7200, time.time() - 7200))
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0 and litter.exists()  # swept 0 s ago: not again
+    os.utime(stamp, (time.time() - 3700, time.time() - 3700))
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0 and not litter.exists()
+    stamp.unlink()
+    stamp.mkdir()  # whatever is planted at the stamp makes the sweep due and is moved aside
+    litter.write_text("x")
+    os.utime(litter, (time.time() - 7200, time.time() - 7200))
+    root.ollama.reply_content(reply())
+    assert root.tick() == 0 and not litter.exists() and stamp.is_file()
+
+
 def test_tick_compaction_of_a_journal_over_the_cap_clears_the_flag(root):
     root.write_config(context={"max_input_tokens": 4000})
     root.layout()
