@@ -19,6 +19,7 @@ bomb — or a gzip inside a gzip — whichever client read them.
 
 import base64
 import os
+import socket
 import threading
 import time
 import zlib
@@ -210,6 +211,7 @@ class Connection:
                 max_bytes=CHUNK):
         """One exchange on this connection: a Response. Raises OSError (TimeoutError for a timeout),
         http.client.HTTPException or ValueError (a bad URL or header, a refused encoding)."""
+        from http.client import IncompleteRead
         parts = urlsplit(url)
         if (parts.scheme, parts.hostname, parts.port or self.port) != (self.scheme, self.host, self.port):
             raise ValueError("the URL is not on this connection's origin")
@@ -222,6 +224,12 @@ class Connection:
         if self.proxy and self.scheme == "http":
             target = f"http://{parts.netloc.rpartition('@')[2]}{target}"
             headers.update(conn.proxy_headers)
+        # A read timeout restarts with every byte: at the deadline the socket is shut down instead, which
+        # ends a status line or headers dripped a byte at a time as surely as a dripped body.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), self._cut, args=(conn,))
+        watchdog.daemon = True
+        self.was_cut = False
+        watchdog.start()
         try:
             conn.timeout = connect_timeout
             if conn.sock is not None:  # a kept-alive socket still has the last call's read timeout
@@ -233,12 +241,29 @@ class Connection:
                 data, complete = read_capped(resp.read1, resp.getheader("Content-Encoding"), max_bytes, deadline)
             except zlib.error as e:
                 raise EncodingRefused(f"body does not decode: {e}") from None
-            if not complete or resp.will_close:
-                self.close()
-            return Response(resp.status, resp.reason, resp.msg, data, complete)
+            if self.was_cut:
+                raise TimeoutError  # the watchdog's shutdown reads as an end of body
+            if complete and resp.length:  # http.client's read1 ends quietly where the connection did
+                raise IncompleteRead(b"", resp.length)
         except BaseException:
+            watchdog.cancel()
             self.close()  # a half-read connection is never reused
+            if self.was_cut:
+                raise TimeoutError(f"no complete answer within {read_timeout:.1f}s") from None
             raise
+        watchdog.cancel()
+        if not complete or resp.will_close or self.was_cut:
+            self.close()
+        return Response(resp.status, resp.reason, resp.msg, data, complete)
+
+    def _cut(self, conn):
+        sock = conn.sock
+        if sock is not None:
+            self.was_cut = True
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self):
         conn, self.conn = self.conn, None

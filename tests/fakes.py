@@ -917,3 +917,57 @@ class FakeProxy:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RawServer:
+    """A 127.0.0.1 server that answers every connection with `respond(conn, stop)`: raw bytes, any pace."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.hits = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)
+            self.respond(conn, self.stop)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def drip(head, body_len=100000, every=0.3):
+    """Headers `head` at once (or, with head=None, the headers themselves a byte at a time), then a body
+    dripping one byte every `every` seconds until the client goes away."""
+    def respond(conn, stop):
+        if head is None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(every):
+                conn.sendall(b"X")
+            return
+        conn.sendall(head % body_len)
+        while not stop.wait(every):
+            conn.sendall(b"x")
+    return respond

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import BOT_TOKEN, CHAT_ID, CHRIS, REPO, STRANGER, THREADS
-from fakes import Reply
+from fakes import RawServer, Reply, drip
 
 from mako import inbox as inbox_mod
 from mako.commands import parse, parse_button
@@ -354,6 +354,18 @@ def test_listen_dripping_server_cannot_hold_it_past_until(chat):
     began = time.monotonic()
     assert listen(chat, "--until", str(time.time() + 4)) == 0
     assert time.monotonic() - began < 4.5
+
+
+def test_listen_server_dripping_its_headers_cannot_hold_it_past_until(chat):
+    server = RawServer(drip(None, every=0.2))  # a status line, then one header byte every 0.2 s, for hours
+    try:
+        chat.write_config(telegram={"api_base_url": server.url,
+                                    "inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+        began = time.monotonic()
+        listen(chat, "--until", str(time.time() + 3))
+        assert server.hits >= 1 and time.monotonic() - began < 4.5
+    finally:
+        server.close()
 
 
 def test_listen_bad_token_is_one_line_and_exit_1(chat, capsys):

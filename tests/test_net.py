@@ -6,11 +6,12 @@ import os
 import shutil
 import ssl
 import subprocess
+import time
 
 import pytest
 
 from conftest import BOT_TOKEN, Root, reply
-from fakes import FakeOllama, FakeOpenAI, FakeProxy, FakeTelegram
+from fakes import FakeOllama, FakeOpenAI, FakeProxy, FakeTelegram, RawServer, drip
 from mako.net import Connection, proxy_for
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -132,3 +133,31 @@ def test_tick_through_an_https_proxy_tunnel(tmp_path, cert, proxy):
         assert root.payload(1)["llm_attempts"][0]["ok"] is True
         assert any("reached through the proxy" in t for t in tg.texts())
         assert openai.requests == []
+
+
+@pytest.mark.parametrize("head", [None, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"], ids=["headers", "body"])
+def test_a_dripping_server_is_cut_at_the_deadline(head, clean_proxy_env):
+    """A read timeout restarts with every byte; the exchange as a whole still ends at its deadline."""
+    server = RawServer(drip(head, every=0.1))
+    try:
+        conn = Connection(server.url)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match="within 1.0s"):
+            conn.request("POST", server.url + "/x", b"{}", {}, 1, 1.0, 1 << 20)
+        assert server.hits == 1 and time.monotonic() - began < 2.5  # against hours at a byte per 0.1 s
+        assert conn.conn is None  # a cut connection is never reused
+    finally:
+        server.close()
+
+
+def test_a_body_cut_short_of_its_length_is_an_error_not_a_shorter_body(clean_proxy_env):
+    from http.client import IncompleteRead
+    server = RawServer(lambda conn, stop: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+                                                        b'{"ok": true}'))
+    try:
+        conn = Connection(server.url)
+        with pytest.raises(IncompleteRead):
+            conn.request("POST", server.url + "/x", b"{}", {}, 1, 5, 1 << 20)
+        assert server.hits == 1
+    finally:
+        server.close()
