@@ -49,64 +49,69 @@ def memory_kb(pid):
     return rss, fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
 
 
-def serve_tls(fake, tmp):
-    """Put the fake behind TLS with a throw-away certificate, as api.telegram.org is: the listener then
-    carries the ssl module and a CA store, as it does in production. Returns the CA file to trust."""
+def tls_context(tmp):
+    """A server context with a throw-away certificate, so the fake is behind TLS as api.telegram.org is: the
+    listener then carries the ssl module and a CA store, as it does in production. Returns (context, CA
+    file to trust)."""
     cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
-    fake._server.socket = ctx.wrap_socket(fake._server.socket, server_side=True)
-    return cert
+    return ctx, cert
 
 
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-    with tempfile.TemporaryDirectory() as tmp, FakeTelegram(token=TOKEN, chat_id=CHAT) as tg:
-        ca = serve_tls(tg, tmp)
-        url = tg.url.replace("http://", "https://")
-        root = Path(tmp) / "root"
-        root.mkdir()
-        config = root / "config.yaml"
-        config.write_text(
-            f"paths:\n  root: {root}\nsupervisor:\n  tick_interval_s: 3600\n  scribe_interval_s: 7200\n"
-            "llm:\n  primary: {type: ollama, base_url: 'http://127.0.0.1:9', model: m}\n"
-            f"telegram:\n  bot_token: '{TOKEN}'\n  chat_id: {CHAT}\n  api_base_url: {url}\n"
-            "  inbound: {enabled: true, allowed_user_ids: [4242]}\n")
-        scripts = Path(tmp) / "scripts"
-        scripts.mkdir()
-        for name in ("tick.py", "scribe.py", "digest.py"):
-            (scripts / name).write_text("import sys; sys.exit(0)\n")
-        (scripts / "listen.py").symlink_to(CODE / "listen.py")
-        proc = subprocess.Popen([sys.executable, str(CODE / "supervisor.py"), "--config", str(config),
-                                 "--scripts-dir", str(scripts)], stdout=subprocess.PIPE, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(CODE), SSL_CERT_FILE=str(ca)))
-        try:
-            for line in proc.stdout:
-                if line.startswith("[supervisor] listen: start"):
-                    break
-            deadline = time.monotonic() + 10
-            while tg.polls < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1)
-            kids = children(proc.pid)
-            if len(kids) != 1:
-                print(f"expected one child (listen.py), found {kids}")
-                return 1
-            listener = kids[0]
-            polls_before = tg.polls
-            pids = (proc.pid, listener)
-            before = [cpu_ticks(p) for p in pids]
-            time.sleep(seconds)
-            cpu = [(cpu_ticks(p) - b) / os.sysconf("SC_CLK_TCK") for p, b in zip(pids, before)]
-            rss, pss, private = zip(*(memory_kb(p) for p in pids))
-            hwm = [status_kb(p, "VmHWM") for p in pids]
-            polls = tg.polls - polls_before
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(15)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, ca = tls_context(tmp)
+        with FakeTelegram(token=TOKEN, chat_id=CHAT, tls=ctx) as tg:
+            return run(seconds, tmp, tg, ca)
+
+
+def run(seconds, tmp, tg, ca):
+    url = tg.url
+    root = Path(tmp) / "root"
+    root.mkdir()
+    config = root / "config.yaml"
+    config.write_text(
+        f"paths:\n  root: {root}\nsupervisor:\n  tick_interval_s: 3600\n  scribe_interval_s: 7200\n"
+        "llm:\n  primary: {type: ollama, base_url: 'http://127.0.0.1:9', model: m}\n"
+        f"telegram:\n  bot_token: '{TOKEN}'\n  chat_id: {CHAT}\n  api_base_url: {url}\n"
+        "  inbound: {enabled: true, allowed_user_ids: [4242]}\n")
+    scripts = Path(tmp) / "scripts"
+    scripts.mkdir()
+    for name in ("tick.py", "scribe.py", "digest.py"):
+        (scripts / name).write_text("import sys; sys.exit(0)\n")
+    (scripts / "listen.py").symlink_to(CODE / "listen.py")
+    proc = subprocess.Popen([sys.executable, str(CODE / "supervisor.py"), "--config", str(config),
+                             "--scripts-dir", str(scripts)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(CODE), SSL_CERT_FILE=str(ca)))
+    try:
+        for line in proc.stdout:
+            if line.startswith("[supervisor] listen: start"):
+                break
+        deadline = time.monotonic() + 10
+        while tg.polls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)
+        kids = children(proc.pid)
+        if len(kids) != 1:
+            print(f"expected one child (listen.py), found {kids}")
+            return 1
+        listener = kids[0]
+        polls_before = tg.polls
+        pids = (proc.pid, listener)
+        before = [cpu_ticks(p) for p in pids]
+        time.sleep(seconds)
+        cpu = [(cpu_ticks(p) - b) / os.sysconf("SC_CLK_TCK") for p, b in zip(pids, before)]
+        rss, pss, private = zip(*(memory_kb(p) for p in pids))
+        hwm = [status_kb(p, "VmHWM") for p in pids]
+        polls = tg.polls - polls_before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
     print(f"supervisor: VmRSS {rss[0]} kB (peak {hwm[0]} kB), CPU {cpu[0]:.2f}s over {seconds:g}s idle")
     print(f"listen.py:  VmRSS {rss[1]} kB (peak {hwm[1]} kB), CPU {cpu[1]:.2f}s over {seconds:g}s idle, "
           f"{polls} getUpdates call(s) started in that time")
