@@ -19,6 +19,7 @@ bomb — or a gzip inside a gzip — whichever client read them.
 
 import base64
 import os
+import select
 import socket
 import threading
 import time
@@ -179,6 +180,11 @@ class Connection:
 
     def _connect(self, timeout):
         import http.client
+        if self.conn is not None and self.conn.sock is not None:
+            # A kept-alive connection with something to read between exchanges was closed by the server
+            # (or holds bytes no request asked for): never send on it.
+            if select.select([self.conn.sock], [], [], 0)[0]:
+                self.close()
         if self.conn is not None:
             return self.conn
         context = None

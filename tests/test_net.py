@@ -161,3 +161,24 @@ def test_a_body_cut_short_of_its_length_is_an_error_not_a_shorter_body(clean_pro
         assert server.hits == 1
     finally:
         server.close()
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_sent_on(clean_proxy_env):
+    """Between two posts the server may drop the idle connection; the next post connects again instead of
+    failing on the dead one."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+
+    def respond(conn, stop):
+        conn.sendall(answer)  # keep-alive by default in HTTP/1.1 ...
+        stop.wait(0.2)  # ... then closed while idle
+
+    server = RawServer(respond)
+    try:
+        conn = Connection(server.url)
+        assert conn.request("POST", server.url + "/a", b"{}", {}, 1, 5, 1 << 20).body == b'{"ok":true}'
+        assert conn.conn is not None  # kept for the next exchange
+        time.sleep(0.6)
+        assert conn.request("POST", server.url + "/b", b"{}", {}, 1, 5, 1 << 20).body == b'{"ok":true}'
+        assert server.hits == 2
+    finally:
+        server.close()
