@@ -7,6 +7,7 @@ exit 78. Unknown keys are kept out of the config and reported as warnings naming
 import os
 from dataclasses import field
 from pathlib import Path
+from urllib.parse import unquote
 
 import yaml
 
@@ -287,7 +288,7 @@ class Config(Record):
     def secrets(self):
         """Every configured secret value, longest first (so a longer one is scrubbed before its prefix)."""
         values = {self.primary.api_key, self.fallback.api_key, self.telegram.bot_token, self.email.password,
-                  self.cloudflare.api_token, *self.shadowed_secrets}
+                  self.cloudflare.api_token, *self.shadowed_secrets, *proxy_passwords()}
         return sorted((v for v in values if v), key=len, reverse=True)
 
 
@@ -298,6 +299,20 @@ SECTIONS = {
     "digest": DigestSettings, "logging": LoggingSettings, "email": EmailSettings,
     "cloudflare": CloudflareSettings, "health": HealthSettings, "guardrails": GuardrailSettings,
 }
+
+
+def proxy_passwords(environ=None):
+    """The passwords in the proxy variables (`http://user:password@proxy:3128`): not in config.yaml, but
+    secrets all the same, and a shell action can print its environment."""
+    environ = os.environ if environ is None else environ
+    found = set()
+    for name in ("https_proxy", "http_proxy", "all_proxy"):
+        for value in (environ.get(name), environ.get(name.upper())):
+            userinfo = (value or "").split("://", 1)[-1].rpartition("@")[0]
+            _, colon, password = userinfo.partition(":")
+            if colon and password:
+                found.update((password, unquote(password)))
+    return found
 
 
 def _apply_env(obj, attr, env_name, shadowed):

@@ -2,6 +2,7 @@
 them end to end. The http actions use requests and are tested with the actions."""
 
 import base64
+import json
 import os
 import shutil
 import ssl
@@ -182,3 +183,18 @@ def test_a_kept_alive_connection_the_server_closed_is_not_sent_on(clean_proxy_en
         assert server.hits == 2
     finally:
         server.close()
+
+
+def test_a_proxy_password_in_the_environment_is_scrubbed_like_a_configured_secret(root, proxy):
+    """The unit's HTTPS_PROXY may carry a password; a shell action that prints its environment must not
+    put it in the records, the posts or the next prompt."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
+    env.update(HTTPS_PROXY=f"http://ops:pr0xy-s3cret%21@127.0.0.1:{proxy.port}", NO_PROXY="127.0.0.1")
+    root.ollama.reply_content(reply(actions=[{"type": "shell", "cmd": "echo proxy=$HTTPS_PROXY"}]))
+    proc = root.run("tick.py", env=env)
+    assert proc.returncode == 0, proc.stderr
+    results = root.read("state/LAST_RESULTS.md")
+    assert "proxy=http://ops:<redacted>@127.0.0.1" in results  # the action printed it
+    seen = results + json.dumps(root.payload(1)) + json.dumps(root.telegram.messages) + proc.stderr
+    assert "pr0xy-s3cret" not in seen
+    assert proxy.seen == []  # NO_PROXY: the calls to 127.0.0.1 went straight
