@@ -11,7 +11,6 @@ Wire formats and quirks: protocols.md §1 (Ollama), §2 and §2.5 (OpenAI-compat
 import json
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
@@ -109,7 +108,7 @@ def _post(url, headers, body, read_timeout):
         return within(read_timeout, exchange)
     except TimeoutError:  # the wall-clock limit, or a socket timeout while connecting or reading
         raise ProviderError("timeout", f"no complete reply within {read_timeout:.1f}s") from None
-    except (EncodingRefused, zlib.error) as e:
+    except EncodingRefused as e:  # a compressed body that does not decode is refused too
         raise ProviderError("bad_json", f"reply body refused: {e}") from None
     except (HTTPException, OSError, ValueError) as e:
         raise ProviderError("connection", f"{type(e).__name__}: {e}") from None

@@ -9,9 +9,10 @@ given), and no redirects (a provider or the Bot API that redirects has answered 
 actions, which fetch any page and follow redirects, use `requests`, loaded when one runs.
 
 A read timeout restarts with every byte, so a server that drips its headers or body one byte at a time
-would hold a call for ever: `within` runs the whole exchange (connect, headers, body) in a helper thread
-and gives up on it at a wall-clock limit. The process moves on; the abandoned thread ends with the
-connection, which the caller closes.
+would hold a call for ever: `Connection` shuts its socket down at the exchange's deadline. `within` bounds
+a whole call, name lookup and connecting included, by running it in a helper thread and giving up on it at
+a wall-clock limit; the process moves on, and the abandoned thread ends with the connection, which the
+caller closes.
 
 Bodies are read raw and decompressed here with a bounded decompressor, so the size cap holds for a gzip
 bomb — or a gzip inside a gzip — whichever client read them.

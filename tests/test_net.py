@@ -198,3 +198,15 @@ def test_a_proxy_password_in_the_environment_is_scrubbed_like_a_configured_secre
     seen = results + json.dumps(root.payload(1)) + json.dumps(root.telegram.messages) + proc.stderr
     assert "pr0xy-s3cret" not in seen
     assert proxy.seen == []  # NO_PROXY: the calls to 127.0.0.1 went straight
+
+
+def test_a_compressed_body_that_does_not_decode_is_a_refused_encoding(clean_proxy_env):
+    from mako.net import EncodingRefused
+    server = RawServer(lambda conn, stop: conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\nnot gzip at!"))
+    try:
+        with pytest.raises(EncodingRefused, match="does not decode"):
+            Connection(server.url).request("POST", server.url + "/x", b"{}", {}, 1, 5, 1 << 20)
+        assert server.hits == 1
+    finally:
+        server.close()
