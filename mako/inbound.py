@@ -72,13 +72,19 @@ class BotApi:
     def _exchange(self, method, params, read_timeout):
         """(status, reason, body bytes) of one POST; the whole body has arrived by `read_timeout` seconds."""
         # Imported here, not at the top: the supervisor reads off_reason() from this module and stays small.
-        from .net import Connection
+        from .net import Connection, within
         if self.conn is None:
             self.conn = Connection(self.tg.api_base_url)
         url = f"{self.tg.api_base_url}/bot{self.tg.bot_token}/{method}"
-        resp = self.conn.request("POST", url, json.dumps(params).encode("utf-8"),
-                                 {"Content-Type": "application/json"}, min(CONNECT_TIMEOUT_S, read_timeout),
-                                 read_timeout, MAX_BODY_BYTES)
+        try:
+            # The connection ends the exchange at read_timeout once connected; `within` also bounds a name
+            # lookup that stalls, which no socket timeout covers.
+            resp = within(read_timeout + 0.5, self.conn.request, "POST", url, json.dumps(params).encode("utf-8"),
+                          {"Content-Type": "application/json"}, min(CONNECT_TIMEOUT_S, read_timeout),
+                          read_timeout, MAX_BODY_BYTES)
+        except TimeoutError:
+            self.close()  # the abandoned exchange must not keep the connection
+            raise
         if not resp.complete:
             raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
         return resp.status, resp.reason, resp.body

@@ -368,6 +368,29 @@ def test_listen_server_dripping_its_headers_cannot_hold_it_past_until(chat):
         server.close()
 
 
+def test_listen_stalled_name_lookup_cannot_hold_it_past_until(chat, monkeypatch):
+    import socket
+    real, release, stalled = socket.getaddrinfo, threading.Event(), []
+
+    def lookup(host, *args, **kw):
+        if host != "api.stalled.invalid":
+            return real(host, *args, **kw)
+        stalled.append(host)
+        release.wait(30)  # a resolver that does not answer for half a minute
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    chat.write_config(telegram={"api_base_url": "http://api.stalled.invalid",
+                                "inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
+    began = time.monotonic()
+    try:
+        listen(chat, "--until", str(time.time() + 3))
+        took = time.monotonic() - began
+    finally:
+        release.set()
+    assert stalled and took < 5
+
+
 def test_listen_bad_token_is_one_line_and_exit_1(chat, capsys):
     chat.write_config(telegram={"bot_token": "999:wrong-token-abcdefghijklmnop",
                                 "inbound": {"enabled": True, "allowed_user_ids": [CHRIS]}})
