@@ -822,26 +822,85 @@ class FakeTelegram(FakeServer):
             return out
 
 
-class FakeProxy:
+class RawServer:
+    """A 127.0.0.1 server that answers every connection with `respond(conn, stop)`: raw bytes, any pace."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.hits = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)
+            self.respond(conn, self.stop)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def drip(head, body_len=100000, every=0.3):
+    """Headers `head` at once (or, with head=None, the headers themselves a byte at a time), then a body
+    dripping one byte every `every` seconds until the client goes away."""
+    def respond(conn, stop):
+        if head is None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(every):
+                conn.sendall(b"X")
+            return
+        conn.sendall(head % body_len)
+        while not stop.wait(every):
+            conn.sendall(b"x")
+    return respond
+
+
+class FakeProxy(RawServer):
     """An HTTP forward proxy on 127.0.0.1: CONNECT tunnels (for https://) and absolute-form requests (for
     http://), each relayed to its target with `Connection: close`. `seen` holds (request line,
     Proxy-Authorization or None) for every request it was asked."""
 
     def __init__(self):
         self.seen = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._closing = threading.Event()
-        threading.Thread(target=self._accept, name=f"FakeProxy:{self.port}", daemon=True).start()
+        super().__init__(respond=None)
 
-    def _accept(self):
-        while not self._closing.is_set():
+    def _one(self, conn):
+        with conn:
             try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                self._forward(conn)
+            except OSError:  # the target refused or went away: what a real proxy answers
+                try:
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
 
     @staticmethod
     def _head(conn):
@@ -853,16 +912,6 @@ class FakeProxy:
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
         return head.decode("latin-1").split("\r\n"), rest
-
-    def _serve(self, conn):
-        with conn:
-            try:
-                self._forward(conn)
-            except OSError:  # the target refused or went away: what a real proxy answers
-                try:
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                except OSError:
-                    pass
 
     def _forward(self, conn):
         lines, rest = self._head(conn)
@@ -903,71 +952,3 @@ class FakeProxy:
                 if not data:
                     return
                 key.data.sendall(data)
-
-    def close(self):
-        self._closing.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the serving thread
-        except OSError:
-            pass
-        self._listener.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class RawServer:
-    """A 127.0.0.1 server that answers every connection with `respond(conn, stop)`: raw bytes, any pace."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.stop = threading.Event()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.hits = 0
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.hits += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn):
-        try:
-            conn.settimeout(5)
-            conn.recv(65536)
-            self.respond(conn, self.stop)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-
-
-def drip(head, body_len=100000, every=0.3):
-    """Headers `head` at once (or, with head=None, the headers themselves a byte at a time), then a body
-    dripping one byte every `every` seconds until the client goes away."""
-    def respond(conn, stop):
-        if head is None:
-            conn.sendall(b"HTTP/1.1 200 OK\r\n")
-            while not stop.wait(every):
-                conn.sendall(b"X")
-            return
-        conn.sendall(head % body_len)
-        while not stop.wait(every):
-            conn.sendall(b"x")
-    return respond
