@@ -210,3 +210,12 @@ def test_a_compressed_body_that_does_not_decode_is_a_refused_encoding(clean_prox
         assert server.hits == 1
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("name", ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                                  "ALL_PROXY"])
+def test_every_proxy_variable_gives_up_its_password_as_a_secret(name):
+    from mako.config import proxy_passwords
+    assert proxy_passwords({name: "http://ops:p%40ss-w0rd@proxy.internal:3128"}) == {"p%40ss-w0rd", "p@ss-w0rd"}
+    assert proxy_passwords({name: "proxy.internal:3128"}) == set()  # no userinfo: nothing to hide
+    assert proxy_passwords({name: "socks5://only-a-user@proxy.internal:1080"}) == set()
